@@ -1,0 +1,288 @@
+"""
+Data connections: passive listeners, active connections, and the protocol
+that carries file bytes between them and the storage.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import error as internet_error
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IAddress, IConsumer, IListeningPort, IProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._ascii import AsciiDecoder, AsciiEncoder
+from ._errors import DataConnectionFailed
+from ._interfaces import IWriteFile
+
+_log = Logger(namespace="exftp.data")
+
+
+class DataConnection(Protocol):
+    """
+    One data connection.
+
+    Reading is paused until L{receive} attaches a consumer, so that bytes a
+    client sends early are held by TCP rather than by us.
+    """
+
+    def __init__(self) -> None:
+        #: Fires with C{True} when the connection closed cleanly, C{False} when it broke.
+        self.closed: Deferred[bool] = Deferred()
+        self._sink: IConsumer | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def receive(self, sink: IConsumer) -> Deferred[bool]:
+        """Feed everything the client sends into C{sink}; fires when the connection closes."""
+        self._sink = sink
+        sink.registerProducer(self.transport, True)
+        self.transport.resumeProducing()  # type: ignore[attr-defined]
+        return self.closed
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink.write(data)
+
+    def connectionLost(self, reason: Failure = internet_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        if self._sink is not None:
+            self._sink.unregisterProducer()
+            self._sink = None
+        if not self.closed.called:
+            self.closed.callback(reason.check(internet_error.ConnectionDone) is not None)
+
+    def close(self) -> Deferred[bool]:
+        """Close after the buffered bytes are sent; fires once closed."""
+        if self.transport is not None and not self.closed.called:
+            self.transport.loseConnection()
+        return self.closed
+
+    def abort(self) -> None:
+        """Close at once, dropping what is unsent."""
+        if self.transport is not None and not self.closed.called:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+class _PassiveFactory(Factory):
+    """Accepts the first connection from the expected host; others are dropped."""
+
+    noisy = False
+
+    def __init__(self, channel: PassiveChannel) -> None:
+        self._channel = channel
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        return self._channel._accept(addr)
+
+
+class DataChannel:
+    """A data connection that is set up (PASV/PORT) and will be used by one transfer."""
+
+    def connection(self) -> Deferred[DataConnection]:
+        """Fires with the connection once it is established."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the channel (listening port, pending connection)."""
+        raise NotImplementedError
+
+
+class PassiveChannel(DataChannel):
+    """
+    A listening port waiting for the client to connect.
+
+    Connections from any host other than C{expected_host} are closed and the
+    port keeps waiting (no data connection hijack). The port is closed when
+    the first good connection arrives, after C{timeout} seconds, or on L{close}.
+    """
+
+    def __init__(self, reactor: Any, expected_host: str | None, timeout: float) -> None:
+        self._reactor = reactor
+        self._expected_host = expected_host
+        self._timeout = timeout
+        self.port: IListeningPort | None = None
+        self._connection: DataConnection | None = None
+        self._waiters: list[Deferred[DataConnection]] = []
+        self._timer: Any = None
+        self._failed: Exception | None = None
+
+    def listen(self, interface: str, ports: range | None) -> int:
+        """
+        Listen on a free port of C{ports} (any port when C{None}).
+
+        @return: the port number.
+        @raise DataConnectionFailed: when every port in the range is taken.
+        """
+        candidates: list[int] = [0] if ports is None else list(ports)
+        if ports is not None:
+            start = random.randrange(len(candidates)) if candidates else 0
+            candidates = candidates[start:] + candidates[:start]
+        for number in candidates:
+            try:
+                self.port = self._reactor.listenTCP(number, _PassiveFactory(self), backlog=1, interface=interface)
+            except internet_error.CannotListenError:
+                continue
+            self._timer = self._reactor.callLater(self._timeout, self._expire)
+            return self.port.getHost().port  # type: ignore[no-any-return, attr-defined]
+        raise DataConnectionFailed("No passive port available; try again later.")
+
+    def _accept(self, addr: IAddress) -> DataConnection | None:
+        host = getattr(addr, "host", None)
+        if self._connection is not None or (self._expected_host is not None and host != self._expected_host):
+            _log.warn("Refused data connection from {host}: not the control peer.", host=host)
+            return None
+        self._connection = DataConnection()
+        self._stop_listening()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            self._reactor.callLater(0, waiter.callback, self._connection)
+        return self._connection
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._failed = DataConnectionFailed("Data connection timed out.")
+        self._stop_listening()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(self._failed)
+
+    def _stop_listening(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+
+    def connection(self) -> Deferred[DataConnection]:
+        if self._connection is not None:
+            return succeed(self._connection)
+        if self._failed is not None:
+            return Deferred.fromCoroutine(_raise(self._failed))
+        waiter: Deferred[DataConnection] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def close(self) -> None:
+        self._failed = self._failed or DataConnectionFailed("Data connection closed.")
+        self._stop_listening()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(self._failed)
+        if self._connection is not None:
+            self._connection.abort()
+
+
+async def _raise(error: Exception) -> DataConnection:
+    raise error
+
+
+class ActiveChannel(DataChannel):
+    """A connection the server makes to the client's address (PORT/EPRT)."""
+
+    def __init__(self, reactor: Any, host: str, port: int, ipv6: bool, bind_host: str | None, timeout: float) -> None:
+        self._reactor = reactor
+        self._address = (host, port)
+        self._ipv6 = ipv6
+        self._bind_host = bind_host
+        self._timeout = timeout
+        self._connection: DataConnection | None = None
+        self._attempt: Deferred[DataConnection] | None = None
+
+    def connection(self) -> Deferred[DataConnection]:
+        if self._connection is not None:
+            return succeed(self._connection)
+        host, port = self._address
+        bind = (self._bind_host, 0) if self._bind_host else None
+        endpoint_type = TCP6ClientEndpoint if self._ipv6 else TCP4ClientEndpoint
+        endpoint = endpoint_type(self._reactor, host, port, timeout=self._timeout, bindAddress=bind)
+        self._attempt = connectProtocol(endpoint, DataConnection())
+
+        def connected(connection: DataConnection) -> DataConnection:
+            self._connection = connection
+            return connection
+
+        def failed(failure: Failure) -> Failure:
+            _log.info("Active data connection to {host}:{port} failed: {why}", host=host, port=port,
+                      why=failure.getErrorMessage())
+            raise DataConnectionFailed()
+
+        return self._attempt.addCallbacks(connected, failed)
+
+    def close(self) -> None:
+        if self._attempt is not None and not self._attempt.called:
+            self._attempt.cancel()
+        if self._connection is not None:
+            self._connection.abort()
+
+
+@implementer(IConsumer)
+class AsciiSendingConsumer:
+    """Wraps a consumer, converting bare LF to CRLF on the way (TYPE A downloads)."""
+
+    def __init__(self, consumer: IConsumer) -> None:
+        self._consumer = consumer
+        self._encoder = AsciiEncoder()
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._consumer.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self._consumer.write(self._encoder.encode(data))
+
+
+@implementer(IWriteFile)
+class AsciiReceivingFile:
+    """Wraps an upload, converting CRLF to LF on the way (TYPE A uploads)."""
+
+    def __init__(self, upload: IWriteFile) -> None:
+        self._upload = upload
+        self._decoder = AsciiDecoder()
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._upload.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._upload.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self._upload.write(self._decoder.decode(data))
+
+    def finish(self) -> Deferred[None]:
+        tail = self._decoder.flush()
+        if tail:
+            self._upload.write(tail)
+        return self._upload.finish()
+
+    def abort(self) -> Deferred[None]:
+        return self._upload.abort()
+
+
+@implementer(IConsumer)
+class CountingConsumer:
+    """Passes writes through and counts the bytes (for transfer logs)."""
+
+    def __init__(self, consumer: IConsumer, on_write: Callable[[int], None]) -> None:
+        self._consumer = consumer
+        self._on_write = on_write
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._consumer.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self._on_write(len(data))
+        self._consumer.write(data)

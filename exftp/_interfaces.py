@@ -1,0 +1,198 @@
+"""
+The two extension points of exftp: who may log in, and where files live.
+
+Every method returns a L{Deferred}. Implementations are free to write them as
+C{async def} and return C{Deferred.fromCoroutine(...)}.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from zope.interface import Attribute, Interface
+
+from ._paths import VirtualPath
+
+
+class FileKind(enum.Enum):
+    """What a directory entry is."""
+
+    FILE = "file"
+    DIRECTORY = "dir"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """
+    What a storage knows about one entry.
+
+    @ivar name: the entry's name (the last path segment).
+    @ivar kind: file, directory or symbolic link.
+    @ivar size: size in bytes (0 where unknown, e.g. directories).
+    @ivar mtime: modification time in seconds since the epoch (UTC).
+    @ivar permissions: POSIX mode bits (C{0o644}); without the type bits.
+    @ivar owner: owner name to show in listings.
+    @ivar group: group name to show in listings.
+    @ivar links: link count to show in listings.
+    """
+
+    name: str
+    kind: FileKind
+    size: int = 0
+    mtime: float = 0.0
+    permissions: int = 0o644
+    owner: str = "ftp"
+    group: str = "ftp"
+    links: int = 1
+
+    @property
+    def is_directory(self) -> bool:
+        """Whether this entry is a directory."""
+        return self.kind is FileKind.DIRECTORY
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """
+    The value an L{IAuthenticator} returns for a successful login.
+
+    @ivar username: who logged in.
+    @ivar root: a sub-directory of the storage that becomes this user's root,
+        or C{None} for the whole storage.
+    @ivar read_only: whether the user may only read.
+    @ivar attributes: anything else the authenticator wants to keep with the
+        session (tokens for re-validation, permissions, quotas).
+    """
+
+    username: str
+    root: VirtualPath | None = None
+    read_only: bool = False
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+class IAuthenticator(Interface):
+    """
+    Decides who may log in.
+
+    Implementations must not cache results across sessions by user name
+    alone: each session carries its own credentials in its L{Session}.
+    """
+
+    def valid_user(username: str) -> Deferred[bool]:
+        """
+        Cheap check whether C{username} can possibly log in.
+
+        The client is never told the answer (USER always gets 331); a
+        C{False} only lets the server refuse PASS without further work.
+        """
+
+    def login(username: str, password: str) -> Deferred[Session]:
+        """
+        Check the credentials.
+
+        @return: a Deferred firing with the session value, or failing with
+            L{exftp.LoginFailed} (or any error, which also refuses the login).
+        """
+
+    def authenticated(session: Session) -> Deferred[bool]:
+        """Re-validate a session that logged in earlier; C{False} ends it."""
+
+
+class IReadFile(Interface):
+    """A file opened for reading at some offset."""
+
+    size = Attribute("The number of bytes that L{send} will write, or None if unknown.")
+
+    def send(consumer: IConsumer) -> Deferred[int]:
+        """
+        Stream the contents into C{consumer} with backpressure.
+
+        The file registers itself as a streaming producer of C{consumer}, stops
+        writing while paused, and unregisters when done. If the consumer calls
+        C{stopProducing} the Deferred fails.
+
+        @return: a Deferred firing with the number of bytes written.
+        """
+
+    def close() -> Deferred[None]:
+        """Release the file; safe to call more than once and at any time."""
+
+
+class IWriteFile(IConsumer):
+    """
+    A file opened for writing: a consumer of the uploaded bytes.
+
+    The storage may pause the registered producer (the data connection) when
+    it cannot keep up. Nothing is visible under the target name until
+    L{finish} has succeeded.
+    """
+
+    def finish() -> Deferred[None]:
+        """
+        Commit the upload: flush, make durable, then make it visible.
+
+        @return: a Deferred firing once the data is durably stored.
+        """
+
+    def abort() -> Deferred[None]:
+        """Discard the upload; the target keeps its previous content, if any."""
+
+
+class WriteMode(enum.Enum):
+    """How L{IStorage.open_write} treats existing content."""
+
+    TRUNCATE = "truncate"
+    APPEND = "append"
+    OFFSET = "offset"
+
+
+class IStorage(Interface):
+    """
+    One user's view of a file tree.
+
+    Paths are L{VirtualPath} values, absolute within the view and already
+    free of C{..}. Failures are L{exftp.FTPError} subclasses such as
+    L{exftp.FileNotFound} or L{exftp.PermissionDenied}.
+    """
+
+    def stat(path: VirtualPath) -> Deferred[FileInfo]:
+        """Describe one entry (the root included)."""
+
+    def list(path: VirtualPath) -> Deferred[Sequence[FileInfo]]:
+        """List a directory's entries, without C{.} and C{..}."""
+
+    def make_directory(path: VirtualPath) -> Deferred[None]:
+        """Create a directory; its parent must exist."""
+
+    def remove_directory(path: VirtualPath) -> Deferred[None]:
+        """Remove an empty directory; fail with L{exftp.DirectoryNotEmpty} otherwise."""
+
+    def remove_file(path: VirtualPath) -> Deferred[None]:
+        """Delete a file."""
+
+    def rename(source: VirtualPath, destination: VirtualPath) -> Deferred[None]:
+        """Rename a file or directory, replacing a destination file."""
+
+    def open_read(path: VirtualPath, offset: int) -> Deferred[IReadFile]:
+        """Open a file for reading, starting at byte C{offset}."""
+
+    def open_write(path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
+        """
+        Open a file for writing.
+
+        @param mode: replace the content, append to it, or write from
+            C{offset} (keeping the bytes before it).
+        """
+
+
+class IStorageFactory(Interface):
+    """Gives each logged-in session its own L{IStorage}."""
+
+    def storage_for(session: Session) -> Deferred[IStorage]:
+        """Build the storage view for C{session} (its root, its permissions)."""

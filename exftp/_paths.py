@@ -1,0 +1,83 @@
+"""
+Virtual paths: what a client names, resolved against the working directory.
+
+A L{VirtualPath} is always absolute and normalised; C{..} stops at the root,
+so no value of this type can name anything outside the user's root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._errors import InvalidPath
+
+_FORBIDDEN = frozenset("\x00\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualPath:
+    """
+    An absolute, normalised path inside a user's root.
+
+    @ivar segments: the names from the root down; never empty strings,
+        C{.} or C{..}.
+    """
+
+    segments: tuple[str, ...] = ()
+
+    @classmethod
+    def root(cls) -> VirtualPath:
+        """The root of the user's tree."""
+        return cls(())
+
+    @classmethod
+    def parse(cls, text: str) -> VirtualPath:
+        """Parse an absolute path such as C{/a/b}; relative text is taken from the root."""
+        return cls.root().resolve(text)
+
+    def resolve(self, text: str) -> VirtualPath:
+        """
+        Resolve C{text} as a client argument, relative to this directory.
+
+        @raise InvalidPath: when the text holds NUL, CR or LF.
+        """
+        if _FORBIDDEN.intersection(text):
+            raise InvalidPath("Path contains forbidden characters.")
+        parts: list[str] = [] if text.startswith("/") else list(self.segments)
+        for name in text.split("/"):
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(name)
+        return VirtualPath(tuple(parts))
+
+    def child(self, name: str) -> VirtualPath:
+        """The entry C{name} inside this directory."""
+        if not name or name in (".", "..") or "/" in name or _FORBIDDEN.intersection(name):
+            raise InvalidPath(f"Invalid name {name!r}.")
+        return VirtualPath(self.segments + (name,))
+
+    @property
+    def parent(self) -> VirtualPath:
+        """The containing directory; the root is its own parent."""
+        return VirtualPath(self.segments[:-1])
+
+    @property
+    def name(self) -> str:
+        """The last segment, or C{""} for the root."""
+        return self.segments[-1] if self.segments else ""
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this is the root."""
+        return not self.segments
+
+    def is_within(self, other: VirtualPath) -> bool:
+        """Whether this path is C{other} or lies beneath it."""
+        return self.segments[: len(other.segments)] == other.segments
+
+    def __str__(self) -> str:
+        return "/" + "/".join(self.segments)

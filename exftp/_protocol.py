@@ -1,0 +1,780 @@
+"""
+The FTP control connection: decode, parse, check, dispatch, reply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import io
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import error as internet_error
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from . import _listing
+from ._commands import Command, format_host_port, parse_command, parse_eprt, parse_host_port, parse_list_argument
+from ._datachannel import ActiveChannel, AsciiReceivingFile, AsciiSendingConsumer, DataChannel, PassiveChannel
+from ._errors import (
+    BadSequence,
+    CommandSyntaxError,
+    DataConnectionFailed,
+    FTPError,
+    IsADirectory,
+    LoginFailed,
+    NotADirectory,
+    ParameterNotSupported,
+    StorageUnavailable,
+    TransferAborted,
+)
+from ._interfaces import FileInfo, IReadFile, IStorage, IWriteFile, Session, WriteMode
+from ._paths import VirtualPath
+from ._replies import Reply, format_reply, quote_path
+from ._session import RULES, SessionState, canonical_verb, check
+from .storage._streaming import StreamingReader
+
+if TYPE_CHECKING:
+    from ._factory import FTPFactory
+
+_log = Logger(namespace="exftp")
+
+Handler = Callable[["FTPProtocol", str], Awaitable[None]]
+#: The command registry: verb to handler.
+_HANDLERS: dict[str, Handler] = {}
+#: Commands handled at once even while another command is running.
+_IMMEDIATE = frozenset({"ABOR", "NOOP", "STAT"})
+#: Lines that may wait while a command runs before the client is cut off.
+_MAX_QUEUED_LINES = 64
+
+
+def command(*verbs: str) -> Callable[[Handler], Handler]:
+    """Register the decorated coroutine as the handler of C{verbs}."""
+
+    def register(handler: Handler) -> Handler:
+        for verb in verbs:
+            _HANDLERS[verb] = handler
+        return handler
+
+    return register
+
+
+class _Transfer:
+    """The transfer that is running, so that ABOR and disconnects can stop it."""
+
+    def __init__(self, channel: DataChannel) -> None:
+        self.channel = channel
+        self.aborted = False
+        self.bytes = 0
+
+
+class FTPProtocol(LineReceiver, TimeoutMixin):
+    """
+    One FTP control connection.
+
+    Commands run one at a time; lines that arrive meanwhile wait in a short
+    queue, except ABOR, NOOP and STAT, which are answered at once.
+    """
+
+    delimiter = b"\n"
+    factory: FTPFactory
+
+    def __init__(self) -> None:
+        self.state = SessionState()
+        self.session: Session | None = None
+        self.storage: IStorage | None = None
+        self.cwd = VirtualPath.root()
+        self.binary = False
+        self.epsv_all = False
+        self.peer_host: str | None = None
+        self._channel: DataChannel | None = None
+        self._transfer: _Transfer | None = None
+        self._busy = False
+        self._queue: deque[bytes] = deque()
+        self._running: Deferred[None] | None = None
+        self._after_command: list[Deferred[None]] = []
+        self._disconnected = False
+        #: Fires when the control connection is gone.
+        self.closed: Deferred[None] = Deferred()
+
+    # Connection life cycle
+
+    def connectionMade(self) -> None:
+        self.MAX_LENGTH = self.factory.max_line_length
+        self.callLater = self.factory.reactor.callLater
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer_host = getattr(peer, "host", None)
+        self.factory.sessions.add(self)
+        _log.info("Connection from {peer}", peer=self.peer_host)
+        self.setTimeout(self.factory.idle_timeout)
+        self.reply(Reply.SERVICE_READY, self.factory.banner)
+
+    def connectionLost(self, reason: Failure = internet_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self._disconnected = True
+        self.setTimeout(None)
+        self.factory.sessions.discard(self)
+        self._queue.clear()
+        if self._transfer is not None:
+            self._transfer.aborted = True
+        self._close_channel()
+        if self._running is not None and not self._running.called:
+            self._running.cancel()
+        self.closed.callback(None)
+
+    def timeoutConnection(self) -> None:
+        self.reply(Reply.SERVICE_NOT_AVAILABLE, "Timeout: closing control connection.")
+        self._close_control()
+
+    def shutdown(self) -> None:
+        """Tell the client the server is going away and close (421)."""
+        self.reply(Reply.SERVICE_NOT_AVAILABLE, "Server shutting down; closing control connection.")
+        self._close_control()
+
+    def _close_control(self) -> None:
+        if self._transfer is not None:
+            self._transfer.aborted = True
+        self._close_channel()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def reply(self, code: int, text: str | list[str]) -> None:
+        """Send a reply (single or multi-line)."""
+        if not self._disconnected and self.transport is not None:
+            self.transport.write(format_reply(code, text))
+
+    # Line handling
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.reply(Reply.SYNTAX_ERROR, "Command line too long.")
+        self._close_control()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.resetTimeout()
+        if self._busy:
+            verb = line.strip().split(b" ", 1)[0].upper().lstrip(b"\xff\xf4\xf2")
+            if verb.decode("ascii", "replace") in _IMMEDIATE:
+                self._handle(line)
+            elif len(self._queue) >= _MAX_QUEUED_LINES:
+                self.reply(Reply.SERVICE_NOT_AVAILABLE, "Too many queued commands.")
+                self._close_control()
+            else:
+                self._queue.append(line)
+            return
+        self._handle(line)
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            cmd = parse_command(line)
+        except FTPError as error:
+            self.reply(error.reply, error.message)
+            return
+        verb = canonical_verb(cmd.verb)
+        immediate = self._busy
+        try:
+            check(self.state, verb, cmd.argument)
+        except FTPError as error:
+            self.reply(error.reply, error.message)
+            return
+        handler = _HANDLERS.get(verb)
+        if handler is None:
+            self.reply(Reply.NOT_IMPLEMENTED, f"Command {verb} not implemented.")
+            return
+        if immediate:
+            self._run_immediate(handler, cmd)
+            return
+        self._busy = True
+        self._running = Deferred.fromCoroutine(self._run(handler, cmd))
+        self._running.addErrback(self._unexpected, cmd)
+        self._running.addBoth(self._next)
+
+    def _run_immediate(self, handler: Handler, cmd: Command) -> None:
+        Deferred.fromCoroutine(self._run(handler, cmd)).addErrback(self._unexpected, cmd)
+
+    async def _run(self, handler: Handler, cmd: Command) -> None:
+        try:
+            await handler(self, cmd.argument)
+        except FTPError as error:
+            if not error.client_fault and error.__cause__ is not None:
+                _log.failure("{verb} failed", Failure(error.__cause__), verb=cmd.verb)
+            self.reply(error.reply, error.message)
+
+    def _unexpected(self, failure: Failure, cmd: Command) -> None:
+        if failure.check(CancelledError):
+            return None
+        _log.failure("Unexpected error handling {verb}", failure, verb=cmd.verb)
+        self.reply(Reply.LOCAL_ERROR, "Requested action aborted: local error in processing.")
+        return None
+
+    def _next(self, _: object) -> None:
+        self._busy = False
+        self._running = None
+        waiters, self._after_command = self._after_command, []
+        for waiter in waiters:
+            waiter.callback(None)
+        while self._queue and not self._busy and not self._disconnected:
+            self._handle(self._queue.popleft())
+
+    # Helpers for handlers
+
+    def resolve(self, argument: str) -> VirtualPath:
+        """The virtual path named by a client argument, relative to the cwd."""
+        return self.cwd.resolve(argument)
+
+    @property
+    def fs(self) -> IStorage:
+        """The logged-in user's storage."""
+        assert self.storage is not None
+        return self.storage
+
+    async def call(self, method: Callable[..., Deferred[Any]], *args: Any) -> Any:
+        """Call a storage or authenticator method, turning unexpected errors into 451."""
+        try:
+            return await maybeDeferred(method, *args)
+        except FTPError:
+            raise
+        except CancelledError:
+            raise
+        except Exception as error:
+            raise StorageUnavailable() from error
+
+    def _close_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    def _take_channel(self) -> DataChannel:
+        channel, self._channel = self._channel, None
+        if channel is None:
+            raise DataConnectionFailed("Use PORT, PASV, EPRT or EPSV first.")
+        return channel
+
+    def _is_ipv6(self) -> bool:
+        host = self.transport.getHost()  # type: ignore[union-attr]
+        return getattr(host, "type", "") == "TCP6"
+
+    # Transfers
+
+    async def transfer_out(self, source: IReadFile, description: str) -> None:
+        """Send C{source} over the data connection: 150, the bytes, then 226 or 426."""
+        try:
+            channel = self._take_channel()
+        except FTPError:
+            await source.close()
+            raise
+        transfer = self._transfer = _Transfer(channel)
+        size = f" ({source.size} bytes)" if source.size is not None else ""
+        mode = "BINARY" if self.binary else "ASCII"
+        started = self.factory.reactor.seconds()
+        self.setTimeout(None)
+        try:
+            self.reply(Reply.FILE_STATUS_OK, f"Opening {mode} mode data connection for {description}{size}.")
+            try:
+                connection = await channel.connection()
+            except FTPError:
+                raise
+            except Exception:
+                raise DataConnectionFailed() from None
+            consumer = connection.transport
+            if not self.binary:
+                consumer = AsciiSendingConsumer(consumer)  # type: ignore[arg-type]
+            send = source.send(consumer)  # type: ignore[arg-type]
+            connection.closed.addCallback(_cancel_unless_done, send)
+            try:
+                transfer.bytes = await send
+            except Exception:
+                raise TransferAborted() from None
+            clean = await connection.close()
+            if transfer.aborted or not clean:
+                raise TransferAborted()
+        finally:
+            await source.close()
+            channel.close()
+            self._transfer = None
+            if not self._disconnected:
+                self.setTimeout(self.factory.idle_timeout)
+        _log.info(
+            "{user} downloaded {path}: {bytes} bytes in {seconds:.3f}s",
+            user=self.session.username if self.session else None,
+            path=description,
+            bytes=transfer.bytes,
+            seconds=self.factory.reactor.seconds() - started,
+        )
+        self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
+
+    async def transfer_in(self, target: IWriteFile, description: str) -> None:
+        """Receive into C{target}: 150, the bytes, then 226 once stored, or 426."""
+        try:
+            channel = self._take_channel()
+        except FTPError:
+            await target.abort()
+            raise
+        transfer = self._transfer = _Transfer(channel)
+        started = self.factory.reactor.seconds()
+        upload: IWriteFile = target if self.binary else AsciiReceivingFile(target)
+        counter = _CountingWriteFile(upload, transfer)
+        self.setTimeout(None)
+        committed = False
+        try:
+            mode = "BINARY" if self.binary else "ASCII"
+            self.reply(Reply.FILE_STATUS_OK, f"Opening {mode} mode data connection for {description}.")
+            try:
+                connection = await channel.connection()
+            except FTPError:
+                raise
+            except Exception:
+                raise DataConnectionFailed() from None
+            clean = await connection.receive(counter)
+            if transfer.aborted or not clean:
+                raise TransferAborted()
+            await self.call(upload.finish)
+            committed = True
+        finally:
+            if not committed:
+                try:
+                    await upload.abort()
+                except Exception:
+                    _log.failure("Aborting upload of {path} failed", path=description)
+            channel.close()
+            self._transfer = None
+            if not self._disconnected:
+                self.setTimeout(self.factory.idle_timeout)
+        _log.info(
+            "{user} uploaded {path}: {bytes} bytes in {seconds:.3f}s",
+            user=self.session.username if self.session else None,
+            path=description,
+            bytes=transfer.bytes,
+            seconds=self.factory.reactor.seconds() - started,
+        )
+        self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
+
+    async def abort_transfer(self) -> bool:
+        """
+        Stop the running transfer, if any, and wait until its command has
+        replied (426), so that ABOR's own reply comes after it.
+
+        @return: whether there was a transfer to stop.
+        """
+        transfer = self._transfer
+        if transfer is None:
+            return False
+        transfer.aborted = True
+        transfer.channel.close()
+        if self._running is not None:
+            waiter: Deferred[None] = Deferred()
+            self._after_command.append(waiter)
+            await waiter
+        return True
+
+
+def _cancel_unless_done(clean: bool, work: Deferred[Any]) -> bool:
+    if not work.called:
+        work.cancel()
+    return clean
+
+
+class _CountingWriteFile:
+    """Counts bytes written to an upload, for the transfer log."""
+
+    def __init__(self, upload: IWriteFile, transfer: _Transfer) -> None:
+        self._upload = upload
+        self._transfer = transfer
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._upload.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._upload.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self._transfer.bytes += len(data)
+        self._upload.write(data)
+
+
+# Access control
+
+
+@command("USER")
+async def _user(proto: FTPProtocol, argument: str) -> None:
+    if proto.state.logged_in:
+        raise LoginFailed("Can't change to another user.")
+    proto.state.username = argument
+    proto.reply(Reply.USER_NAME_OK, "Please specify the password.")
+
+
+@command("PASS")
+async def _pass(proto: FTPProtocol, argument: str) -> None:
+    username = proto.state.username
+    assert username is not None
+    proto.state.username = None
+    authenticator = proto.factory.authenticator
+    try:
+        if not await maybeDeferred(authenticator.valid_user, username):
+            raise LoginFailed()
+        session: Session = await maybeDeferred(authenticator.login, username, argument)
+        storage: IStorage = await maybeDeferred(proto.factory.storage_factory.storage_for, session)
+    except CancelledError:
+        raise
+    except Exception as error:
+        _log.info("Login failed for {user!r} from {peer}", user=username, peer=proto.peer_host)
+        if isinstance(error, FTPError) and not isinstance(error, LoginFailed) and not error.client_fault:
+            _log.failure("Login error", Failure(error))
+        raise LoginFailed() from None
+    proto.session, proto.storage = session, storage
+    proto.state.logged_in = True
+    proto.cwd = VirtualPath.root()
+    _log.info("Login of {user!r} from {peer}", user=session.username, peer=proto.peer_host)
+    proto.reply(Reply.USER_LOGGED_IN, "Login successful.")
+
+
+@command("ACCT")
+async def _acct(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.COMMAND_SUPERFLUOUS, "ACCT not needed.")
+
+
+@command("QUIT")
+async def _quit(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.CLOSING_CONTROL_CONNECTION, "Goodbye.")
+    proto._close_control()
+
+
+# Informational
+
+
+@command("NOOP")
+async def _noop(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.COMMAND_OK, "NOOP ok.")
+
+
+@command("SYST")
+async def _syst(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.SYSTEM_TYPE, "UNIX Type: L8")
+
+
+_FEATURES = ("EPRT", "EPSV", "MDTM", "PASV", "REST STREAM", "SIZE", "TVFS", "UTF8")
+
+
+@command("FEAT")
+async def _feat(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.SYSTEM_STATUS, ["Features:", *(" " + f for f in _FEATURES), "End"])
+
+
+@command("OPTS")
+async def _opts(proto: FTPProtocol, argument: str) -> None:
+    option, _, value = argument.strip().partition(" ")
+    if option.upper() == "UTF8" and value.strip().upper() in ("ON", ""):
+        proto.reply(Reply.COMMAND_OK, "Always in UTF8 mode.")
+        return
+    raise ParameterNotSupported(f"Option {option} not understood.")
+
+
+@command("HELP")
+async def _help(proto: FTPProtocol, argument: str) -> None:
+    verb = argument.strip().upper()
+    if verb:
+        if canonical_verb(verb) in _HANDLERS:
+            proto.reply(Reply.HELP_MESSAGE, f"{verb} is supported.")
+            return
+        raise CommandSyntaxError(f"Unknown command {verb}.")
+    verbs = sorted(_HANDLERS)
+    rows = [" " + " ".join(f"{v:<5}" for v in verbs[i : i + 10]) for i in range(0, len(verbs), 10)]
+    proto.reply(Reply.HELP_MESSAGE, ["The following commands are recognized.", *rows, "Help OK."])
+
+
+@command("STAT")
+async def _stat(proto: FTPProtocol, argument: str) -> None:
+    user = proto.session.username if proto.session else "?"
+    lines = [
+        "FTP server status:",
+        f" Connected to {proto.peer_host}",
+        f" Logged in as {user}",
+        f" TYPE: {'BINARY' if proto.binary else 'ASCII'}",
+        " Data transfer in progress" if proto._transfer is not None else " No data connection",
+        "End of status",
+    ]
+    proto.reply(Reply.SYSTEM_STATUS, lines)
+
+
+# Transfer parameters
+
+
+@command("TYPE")
+async def _type(proto: FTPProtocol, argument: str) -> None:
+    words = argument.upper().split()
+    if words in (["I"], ["L", "8"]):
+        proto.binary = True
+        proto.reply(Reply.COMMAND_OK, "Switching to Binary mode.")
+    elif words and words[0] == "A" and words[1:] in ([], ["N"]):
+        proto.binary = False
+        proto.reply(Reply.COMMAND_OK, "Switching to ASCII mode.")
+    elif words and words[0] in ("A", "E", "L"):
+        raise ParameterNotSupported("Type not supported.")
+    else:
+        raise CommandSyntaxError("Unrecognised TYPE.")
+
+
+def _single_letter(argument: str, supported: str, known: str, what: str) -> str:
+    letter = argument.strip().upper()
+    if letter == supported:
+        return f"{what} set to {letter}."
+    if letter in known:
+        raise ParameterNotSupported(f"{what} {letter} not supported.")
+    raise CommandSyntaxError(f"Unrecognised {what}.")
+
+
+@command("MODE")
+async def _mode(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.COMMAND_OK, _single_letter(argument, "S", "BCZ", "Mode"))
+
+
+@command("STRU")
+async def _stru(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.COMMAND_OK, _single_letter(argument, "F", "RP", "Structure"))
+
+
+@command("ALLO")
+async def _allo(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.COMMAND_SUPERFLUOUS, "ALLO not needed.")
+
+
+@command("REST")
+async def _rest(proto: FTPProtocol, argument: str) -> None:
+    text = argument.strip()
+    if not text.isdigit():
+        raise CommandSyntaxError("REST needs a non-negative number.")
+    proto.state.restart_offset = int(text)
+    proto.reply(Reply.FILE_ACTION_PENDING, f"Restarting at {text}. Send STOR or RETR.")
+
+
+# Data connection set-up
+
+
+def _passive(proto: FTPProtocol) -> int:
+    proto._close_channel()
+    factory = proto.factory
+    local = proto.transport.getHost()  # type: ignore[union-attr]
+    channel = PassiveChannel(factory.reactor, proto.peer_host, factory.data_timeout)
+    port = channel.listen(local.host, factory.passive_ports)
+    proto._channel = channel
+    return port
+
+
+@command("PASV")
+async def _pasv(proto: FTPProtocol, argument: str) -> None:
+    if proto.epsv_all:
+        raise BadSequence("PASV not allowed after EPSV ALL.")
+    address = proto.factory.passive_address or proto.transport.getHost().host  # type: ignore[union-attr]
+    if ipaddress.ip_address(address).version != 4:
+        raise ParameterNotSupported("PASV needs IPv4; use EPSV.")
+    port = _passive(proto)
+    proto.reply(Reply.ENTERING_PASSIVE_MODE, f"Entering Passive Mode ({format_host_port(address, port)}).")
+
+
+@command("EPSV")
+async def _epsv(proto: FTPProtocol, argument: str) -> None:
+    text = argument.strip().upper()
+    if text == "ALL":
+        proto.epsv_all = True
+        proto.reply(Reply.COMMAND_OK, "EPSV ALL ok.")
+        return
+    family = "2" if proto._is_ipv6() else "1"
+    if text and text != family:
+        if text in ("1", "2"):
+            proto.reply(522, f"Network protocol not supported, use ({family}).")
+            return
+        raise CommandSyntaxError("Unrecognised EPSV argument.")
+    port = _passive(proto)
+    proto.reply(Reply.ENTERING_EXTENDED_PASSIVE_MODE, f"Entering Extended Passive Mode (|||{port}|).")
+
+
+def _active(proto: FTPProtocol, host: str, port: int, ipv6: bool) -> None:
+    if proto.epsv_all:
+        raise BadSequence("PORT and EPRT are not allowed after EPSV ALL.")
+    factory = proto.factory
+    if not factory.allow_foreign_addresses:
+        try:
+            same = ipaddress.ip_address(host) == ipaddress.ip_address(proto.peer_host or "")
+        except ValueError:
+            same = False
+        if not same:
+            raise CommandSyntaxError("Rejected: data connections go only to the client's own address.")
+        if port < 1024:
+            raise CommandSyntaxError("Rejected: data connections to privileged ports are not allowed.")
+    proto._close_channel()
+    local = proto.transport.getHost().host  # type: ignore[union-attr]
+    proto._channel = ActiveChannel(factory.reactor, host, port, ipv6, local, factory.data_timeout)
+
+
+@command("PORT")
+async def _port(proto: FTPProtocol, argument: str) -> None:
+    if proto._is_ipv6():
+        raise ParameterNotSupported("PORT needs IPv4; use EPRT.")
+    host, port = parse_host_port(argument)
+    _active(proto, host, port, ipv6=False)
+    proto.reply(Reply.COMMAND_OK, "PORT command successful. Consider using PASV.")
+
+
+@command("EPRT")
+async def _eprt(proto: FTPProtocol, argument: str) -> None:
+    family, host, port = parse_eprt(argument)
+    expected = 2 if proto._is_ipv6() else 1
+    if family != expected:
+        proto.reply(522, f"Network protocol not supported, use ({expected}).")
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise CommandSyntaxError("Invalid EPRT address.") from None
+    _active(proto, host, port, ipv6=family == 2)
+    proto.reply(Reply.COMMAND_OK, "EPRT command successful.")
+
+
+# Navigation and directories
+
+
+@command("PWD")
+async def _pwd(proto: FTPProtocol, argument: str) -> None:
+    proto.reply(Reply.PATHNAME_CREATED, f"{quote_path(str(proto.cwd))} is the current directory.")
+
+
+async def _change_directory(proto: FTPProtocol, path: VirtualPath) -> None:
+    info: FileInfo = await proto.call(proto.fs.stat, path)
+    if not info.is_directory:
+        raise NotADirectory("Failed to change directory: not a directory.")
+    proto.cwd = path
+    proto.reply(Reply.FILE_ACTION_OK, "Directory successfully changed.")
+
+
+@command("CWD")
+async def _cwd(proto: FTPProtocol, argument: str) -> None:
+    await _change_directory(proto, proto.resolve(argument))
+
+
+@command("CDUP")
+async def _cdup(proto: FTPProtocol, argument: str) -> None:
+    await _change_directory(proto, proto.cwd.parent)
+
+
+@command("MKD")
+async def _mkd(proto: FTPProtocol, argument: str) -> None:
+    path = proto.resolve(argument)
+    await proto.call(proto.fs.make_directory, path)
+    proto.reply(Reply.PATHNAME_CREATED, f"{quote_path(str(path))} created.")
+
+
+@command("RMD")
+async def _rmd(proto: FTPProtocol, argument: str) -> None:
+    path = proto.resolve(argument)
+    if proto.cwd.is_within(path) and not path.is_root:
+        proto.cwd = path.parent
+    await proto.call(proto.fs.remove_directory, path)
+    proto.reply(Reply.FILE_ACTION_OK, "Remove directory operation successful.")
+
+
+@command("DELE")
+async def _dele(proto: FTPProtocol, argument: str) -> None:
+    await proto.call(proto.fs.remove_file, proto.resolve(argument))
+    proto.reply(Reply.FILE_ACTION_OK, "Delete operation successful.")
+
+
+@command("RNFR")
+async def _rnfr(proto: FTPProtocol, argument: str) -> None:
+    path = proto.resolve(argument)
+    await proto.call(proto.fs.stat, path)
+    proto.state.rename_from = path
+    proto.reply(Reply.FILE_ACTION_PENDING, "Ready for RNTO.")
+
+
+@command("RNTO")
+async def _rnto(proto: FTPProtocol, argument: str) -> None:
+    source, proto.state.rename_from = proto.state.rename_from, None
+    assert source is not None
+    await proto.call(proto.fs.rename, source, proto.resolve(argument))
+    proto.reply(Reply.FILE_ACTION_OK, "Rename successful.")
+
+
+@command("SIZE")
+async def _size(proto: FTPProtocol, argument: str) -> None:
+    info: FileInfo = await proto.call(proto.fs.stat, proto.resolve(argument))
+    if info.is_directory:
+        raise IsADirectory("Could not get file size: not a regular file.")
+    proto.reply(Reply.FILE_STATUS, str(info.size))
+
+
+@command("MDTM")
+async def _mdtm(proto: FTPProtocol, argument: str) -> None:
+    info: FileInfo = await proto.call(proto.fs.stat, proto.resolve(argument))
+    if info.is_directory:
+        raise IsADirectory("Could not get modification time: not a regular file.")
+    proto.reply(Reply.FILE_STATUS, _listing.format_mdtm(info.mtime))
+
+
+# Listings and transfers
+
+
+async def _listing_entries(proto: FTPProtocol, argument: str) -> list[FileInfo]:
+    _flags, target = parse_list_argument(argument)
+    path = proto.resolve(target) if target else proto.cwd
+    info: FileInfo = await proto.call(proto.fs.stat, path)
+    if not info.is_directory:
+        return [info]
+    return list(await proto.call(proto.fs.list, path))
+
+
+def _bytes_reader(proto: FTPProtocol, data: bytes) -> IReadFile:
+    return StreamingReader(io.BytesIO(data).read, len(data), proto.factory.reactor)
+
+
+@command("LIST")
+async def _list(proto: FTPProtocol, argument: str) -> None:
+    entries = await _listing_entries(proto, argument)
+    body = _listing.format_list(entries, proto.factory.reactor.seconds())
+    await proto.transfer_out(_bytes_reader(proto, body), "directory listing")
+
+
+@command("NLST")
+async def _nlst(proto: FTPProtocol, argument: str) -> None:
+    entries = await _listing_entries(proto, argument)
+    await proto.transfer_out(_bytes_reader(proto, _listing.format_nlst(entries)), "file list")
+
+
+@command("RETR")
+async def _retr(proto: FTPProtocol, argument: str) -> None:
+    path = proto.resolve(argument)
+    offset, proto.state.restart_offset = proto.state.restart_offset, 0
+    source: IReadFile = await proto.call(proto.fs.open_read, path, offset)
+    await proto.transfer_out(source, str(path))
+
+
+async def _store(proto: FTPProtocol, argument: str, mode: WriteMode) -> None:
+    path = proto.resolve(argument)
+    offset, proto.state.restart_offset = proto.state.restart_offset, 0
+    if offset and mode is WriteMode.TRUNCATE:
+        mode = WriteMode.OFFSET
+    target: IWriteFile = await proto.call(proto.fs.open_write, path, mode, offset)
+    await proto.transfer_in(target, str(path))
+
+
+@command("STOR")
+async def _stor(proto: FTPProtocol, argument: str) -> None:
+    await _store(proto, argument, WriteMode.TRUNCATE)
+
+
+@command("APPE")
+async def _appe(proto: FTPProtocol, argument: str) -> None:
+    await _store(proto, argument, WriteMode.APPEND)
+
+
+@command("ABOR")
+async def _abor(proto: FTPProtocol, argument: str) -> None:
+    if await proto.abort_transfer():
+        proto.reply(Reply.CLOSING_DATA_CONNECTION, "ABOR successful.")
+        return
+    proto._close_channel()
+    proto.reply(Reply.DATA_CONNECTION_OPEN, "No transfer to abort.")
+
+
+assert set(_HANDLERS) <= set(RULES), set(_HANDLERS) - set(RULES)

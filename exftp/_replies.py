@@ -1,0 +1,85 @@
+"""
+FTP reply codes (RFC 959 section 4.2) and their framing on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum
+
+
+class Reply(IntEnum):
+    """Reply codes, named after RFC 959 section 4.2 and its extensions."""
+
+    RESTART_MARKER = 110
+    SERVICE_READY_IN_MINUTES = 120
+    DATA_CONNECTION_ALREADY_OPEN = 125
+    FILE_STATUS_OK = 150
+
+    COMMAND_OK = 200
+    COMMAND_SUPERFLUOUS = 202
+    SYSTEM_STATUS = 211
+    DIRECTORY_STATUS = 212
+    FILE_STATUS = 213
+    HELP_MESSAGE = 214
+    SYSTEM_TYPE = 215
+    SERVICE_READY = 220
+    CLOSING_CONTROL_CONNECTION = 221
+    DATA_CONNECTION_OPEN = 225
+    CLOSING_DATA_CONNECTION = 226
+    ENTERING_PASSIVE_MODE = 227
+    ENTERING_EXTENDED_PASSIVE_MODE = 229
+    USER_LOGGED_IN = 230
+    SECURITY_DATA_EXCHANGE_COMPLETE = 234
+    FILE_ACTION_OK = 250
+    PATHNAME_CREATED = 257
+
+    USER_NAME_OK = 331
+    NEED_ACCOUNT = 332
+    FILE_ACTION_PENDING = 350
+
+    SERVICE_NOT_AVAILABLE = 421
+    CANT_OPEN_DATA_CONNECTION = 425
+    TRANSFER_ABORTED = 426
+    FILE_ACTION_NOT_TAKEN = 450
+    LOCAL_ERROR = 451
+    INSUFFICIENT_STORAGE = 452
+
+    SYNTAX_ERROR = 500
+    SYNTAX_ERROR_IN_ARGUMENTS = 501
+    NOT_IMPLEMENTED = 502
+    BAD_SEQUENCE = 503
+    NOT_IMPLEMENTED_FOR_PARAMETER = 504
+    NOT_LOGGED_IN = 530
+    FILE_UNAVAILABLE = 550
+    PAGE_TYPE_UNKNOWN = 551
+    EXCEEDED_STORAGE_ALLOCATION = 552
+    FILE_NAME_NOT_ALLOWED = 553
+
+
+def _clean(text: str) -> str:
+    """Keep CR and LF out of a reply so that no text can forge extra lines."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def format_reply(code: int, text: str | Iterable[str]) -> bytes:
+    """
+    Frame a reply as RFC 959 single-line or multi-line text, UTF-8 encoded.
+
+    A multi-line reply repeats the code on its last line; body lines that
+    begin with a digit are indented so that no client mistakes them for the end.
+    """
+    lines = [text] if isinstance(text, str) else list(text)
+    lines = [_clean(line) for line in lines] or [""]
+    if len(lines) == 1:
+        return f"{code} {lines[0]}\r\n".encode()
+    out = [f"{code}-{lines[0]}"]
+    for line in lines[1:-1]:
+        out.append(" " + line if line[:1].isdigit() or not line.startswith(" ") else line)
+    out.append(f"{code} {lines[-1]}")
+    return ("\r\n".join(out) + "\r\n").encode()
+
+
+def quote_path(path: str) -> str:
+    """Quote a path for a 257 reply: wrapped in double quotes, inner quotes doubled."""
+    return '"' + path.replace('"', '""') + '"'

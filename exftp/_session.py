@@ -1,0 +1,153 @@
+"""
+Which command is allowed when: the rules of an FTP session as a table.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ._errors import (
+    BadSequence,
+    CommandSyntaxError,
+    FTPError,
+    NotLoggedIn,
+    UnknownCommand,
+)
+from ._paths import VirtualPath
+
+
+class Access(enum.Enum):
+    """Who may send a command."""
+
+    ANYONE = "anyone"
+    LOGGED_IN = "logged in"
+
+
+class Argument(enum.Enum):
+    """Whether a command takes an argument."""
+
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How one verb may be used."""
+
+    access: Access
+    argument: Argument
+
+
+_A, _L = Access.ANYONE, Access.LOGGED_IN
+_NO, _OPT, _REQ = Argument.NONE, Argument.OPTIONAL, Argument.REQUIRED
+
+#: Every verb the server understands, after aliases are resolved.
+RULES: dict[str, Rule] = {
+    "USER": Rule(_A, _REQ),
+    "PASS": Rule(_A, _OPT),
+    "ACCT": Rule(_A, _REQ),
+    "QUIT": Rule(_A, _NO),
+    "NOOP": Rule(_A, _NO),
+    "SYST": Rule(_A, _NO),
+    "FEAT": Rule(_A, _NO),
+    "HELP": Rule(_A, _OPT),
+    "OPTS": Rule(_A, _REQ),
+    "ABOR": Rule(_A, _NO),
+    "TYPE": Rule(_L, _REQ),
+    "MODE": Rule(_L, _REQ),
+    "STRU": Rule(_L, _REQ),
+    "PASV": Rule(_L, _NO),
+    "EPSV": Rule(_L, _OPT),
+    "PORT": Rule(_L, _REQ),
+    "EPRT": Rule(_L, _REQ),
+    "PWD": Rule(_L, _NO),
+    "CWD": Rule(_L, _REQ),
+    "CDUP": Rule(_L, _NO),
+    "MKD": Rule(_L, _REQ),
+    "RMD": Rule(_L, _REQ),
+    "DELE": Rule(_L, _REQ),
+    "RNFR": Rule(_L, _REQ),
+    "RNTO": Rule(_L, _REQ),
+    "LIST": Rule(_L, _OPT),
+    "NLST": Rule(_L, _OPT),
+    "RETR": Rule(_L, _REQ),
+    "STOR": Rule(_L, _REQ),
+    "APPE": Rule(_L, _REQ),
+    "REST": Rule(_L, _REQ),
+    "SIZE": Rule(_L, _REQ),
+    "MDTM": Rule(_L, _REQ),
+    "ALLO": Rule(_L, _OPT),
+    "STAT": Rule(_L, _NO),
+}
+
+#: Old or alternative spellings (RFC 775 X-commands).
+ALIASES: dict[str, str] = {
+    "XPWD": "PWD",
+    "XCWD": "CWD",
+    "XCUP": "CDUP",
+    "XMKD": "MKD",
+    "XRMD": "RMD",
+}
+
+#: Commands that use a preceding REST offset.
+_USES_RESTART = frozenset({"RETR", "STOR", "APPE", "REST"})
+
+
+@dataclass(slots=True)
+class SessionState:
+    """
+    What the session rules depend on.
+
+    @ivar username: the name from USER, waiting for PASS.
+    @ivar logged_in: whether PASS succeeded.
+    @ivar rename_from: the path named by RNFR, waiting for RNTO.
+    @ivar restart_offset: the offset from REST, for the next transfer.
+    """
+
+    username: str | None = None
+    logged_in: bool = False
+    rename_from: VirtualPath | None = None
+    restart_offset: int = 0
+
+
+def canonical_verb(verb: str) -> str:
+    """Resolve an alias such as C{XPWD} to its verb."""
+    return ALIASES.get(verb, verb)
+
+
+def check(state: SessionState, verb: str, argument: str) -> None:
+    """
+    Check that C{verb} with C{argument} may be sent now, and forget
+    one-shot state (RNFR, REST) that this command does not use.
+
+    @raise FTPError: the reply that refuses the command.
+    """
+    rule = RULES.get(verb)
+    if rule is None:
+        raise UnknownCommand(f"Command {verb} not understood.")
+    if rule.access is Access.LOGGED_IN and not state.logged_in:
+        raise NotLoggedIn()
+    if rule.argument is Argument.REQUIRED and not argument.strip():
+        raise CommandSyntaxError(f"{verb} needs an argument.")
+    if rule.argument is Argument.NONE and argument.strip():
+        raise CommandSyntaxError(f"{verb} takes no argument.")
+    if verb == "PASS" and (state.username is None or state.logged_in):
+        raise BadSequence("Login with USER first." if not state.logged_in else "Already logged in.")
+    rename_from, state.rename_from = state.rename_from, None
+    if verb == "RNTO" and rename_from is None:
+        raise BadSequence("RNFR required first.")
+    if verb == "RNTO":
+        state.rename_from = rename_from
+    if verb not in _USES_RESTART:
+        state.restart_offset = 0
+
+
+def check_or_error(state: SessionState, verb: str, argument: str) -> FTPError | None:
+    """Like L{check}, returning the refusal instead of raising it."""
+    try:
+        check(state, verb, argument)
+    except FTPError as error:
+        return error
+    return None

@@ -1,0 +1,191 @@
+"""
+The C{twistd exftp} command: options and the service they build.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.cred import strcred
+from twisted.cred.credentials import IUsernamePassword
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from ._factory import FTPFactory
+from ._interfaces import IAuthenticator, IStorageFactory
+from .auth._cred import CredentialsCheckerAuthenticator
+from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
+from .storage._local import FileStorageFactory
+from .storage._memory import MemoryStorageFactory
+
+_log = Logger(namespace="exftp")
+
+DEFAULT_PORT = "tcp:2121:interface=127.0.0.1"
+
+_AUTHENTICATORS: dict[str, Callable[[], IAuthenticator]] = {
+    "anonymous": AnonymousAuthenticator,
+    "noauth": NoAuthAuthenticator,
+    "passthrough": PassthroughAuthenticator,
+}
+
+
+def make_authenticator(spec: str) -> IAuthenticator:
+    """
+    Build an authenticator from an C{--auth} string: C{anonymous},
+    C{noauth}, C{passthrough}, or any C{twisted.cred.strcred} checker string
+    (C{memory:alice:secret}, C{file:/etc/ftp.passwd}, C{unix}).
+
+    @raise usage.UsageError: when the string names nothing usable.
+    """
+    if spec in _AUTHENTICATORS:
+        return _AUTHENTICATORS[spec]()
+    try:
+        checker = strcred.makeChecker(spec)
+    except (strcred.InvalidAuthType, strcred.InvalidAuthArgumentString) as error:
+        raise usage.UsageError(f"--auth {spec}: {error}") from None
+    if IUsernamePassword not in checker.credentialInterfaces:
+        raise usage.UsageError(f"--auth {spec}: this checker does not check user names and passwords")
+    return CredentialsCheckerAuthenticator(checker)
+
+
+def make_storage_factory(spec: str) -> IStorageFactory:
+    """
+    Build a storage factory from a C{--storage} string: C{file:DIR} or C{memory}.
+
+    @raise usage.UsageError: when the string names nothing usable.
+    """
+    kind, _, argument = spec.partition(":")
+    if kind == "file":
+        directory = argument or "."
+        if not os.path.isdir(directory):
+            raise usage.UsageError(f"--storage {spec}: {directory} is not a directory")
+        return FileStorageFactory(directory)
+    if kind == "memory" and not argument:
+        return MemoryStorageFactory()
+    raise usage.UsageError(f"--storage {spec}: unknown storage (use file:DIR or memory)")
+
+
+def parse_port_range(text: str) -> range:
+    """Parse C{40000-40100} (inclusive) into a range of ports."""
+    low, sep, high = text.partition("-")
+    try:
+        first, last = int(low), int(high if sep else low)
+    except ValueError:
+        raise usage.UsageError(f"--passive-ports {text}: expected LOW-HIGH") from None
+    if not 1 <= first <= last <= 65535:
+        raise usage.UsageError(f"--passive-ports {text}: ports must be 1-65535, LOW <= HIGH")
+    return range(first, last + 1)
+
+
+class Options(usage.Options, strcred.AuthOptionMixin):
+    """Command-line options of C{twistd exftp}."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the exftp FTP server. By default it listens on 127.0.0.1:2121, serves the "
+        "current directory and allows anonymous read-only logins."
+    )
+    supportedInterfaces = [IUsernamePassword]
+
+    optParameters = [
+        ["root", "r", None, "Serve this directory (shorthand for --storage file:DIR)."],
+        ["storage", "s", None, "Storage: file:DIR or memory. Default: file:<current directory>."],
+        ["passive-ports", None, None, "Port range for passive data connections, e.g. 40000-40100."],
+        ["passive-address", None, None, "IPv4 address to announce in PASV replies (public/NAT address)."],
+        ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421.", float],
+        ["data-timeout", None, 60.0, "Seconds to wait for a data connection.", float],
+        ["banner", None, "exftp ready.", "Greeting text of the 220 reply."],
+    ]
+    optFlags = [
+        ["allow-foreign-addresses", None, "Allow PORT/EPRT to other hosts and low ports (FXP; unsafe)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+        self["authenticator"] = None
+
+    def opt_port(self, spec: str) -> None:
+        """Listen on this endpoint (repeatable), e.g. tcp:2121 or ssl:990:privateKey=k.pem. Default: tcp:2121:interface=127.0.0.1"""
+        self["ports"].append(spec)
+
+    opt_p = opt_port
+
+    def opt_auth(self, spec: str) -> None:  # type: ignore[override]
+        """Who may log in: anonymous (default, read-only), noauth, passthrough, or a twisted.cred string such as memory:alice:secret, file:PATH or unix."""
+        self["authenticator"] = make_authenticator(spec)
+
+    def postOptions(self) -> None:
+        if self["root"] and self["storage"]:
+            raise usage.UsageError("Use either --root or --storage, not both.")
+        storage = self["storage"] or f"file:{self['root'] or os.getcwd()}"
+        self["storage_factory"] = make_storage_factory(storage)
+        if self["authenticator"] is None:
+            self["authenticator"] = AnonymousAuthenticator()
+        self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
+        if not self["ports"]:
+            self["ports"] = [DEFAULT_PORT]
+
+
+class _ListeningService(service.Service):
+    """Listens on one endpoint and logs the address it got (port 0 included)."""
+
+    def __init__(self, description: str, factory: FTPFactory) -> None:
+        self.description = description
+        self.factory = factory
+        self._port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = endpoints.serverFromString(self.factory.reactor, self.description)
+        failures: list[Any] = []
+        endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            reason = failures[0].getErrorMessage()
+            raise SystemExit(f"exftp: cannot listen on {self.description}: {reason}")
+
+    def _listening(self, port: Any) -> None:
+        self._port = port
+        address = port.getHost()
+        _log.info("exftp listening on {host}:{port}", host=address.host, port=address.port)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is not None:
+            return self._port.stopListening()  # type: ignore[no-any-return]
+        return None
+
+
+class _ShutdownService(service.Service):
+    """On stop, sends 421 to every session and waits for them to close."""
+
+    def __init__(self, factory: FTPFactory) -> None:
+        self.factory = factory
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return self.factory.shutdown()
+
+
+def makeService(options: Options) -> service.MultiService:
+    """Build the exftp service tree from parsed options."""
+    factory = FTPFactory(
+        options["authenticator"],
+        options["storage_factory"],
+        banner=options["banner"],
+        passive_ports=options["passive_range"],
+        passive_address=options["passive-address"],
+        idle_timeout=options["idle-timeout"],
+        data_timeout=options["data-timeout"],
+        allow_foreign_addresses=bool(options["allow-foreign-addresses"]),
+    )
+    top = service.MultiService()
+    _ShutdownService(factory).setServiceParent(top)
+    for description in options["ports"]:
+        _ListeningService(description, factory).setServiceParent(top)
+    return top

@@ -1,0 +1,453 @@
+"""
+Storage on the local file system, rooted at a directory.
+
+No path can leave the root: virtual paths cannot express C{..}, and every
+path is checked after symbolic links are resolved. Uploads go to a hidden
+temporary file next to the target and are renamed into place only once
+complete and flushed to disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import secrets
+import stat as stat_module
+from collections.abc import Callable, Sequence
+from functools import lru_cache, wraps
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IProducer, IPushProducer, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .._errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    FileNotFound,
+    FTPError,
+    InsufficientStorage,
+    InvalidPath,
+    IsADirectory,
+    NotADirectory,
+    PermissionDenied,
+    QuotaExceeded,
+    StorageUnavailable,
+)
+from .._interfaces import (
+    FileInfo,
+    FileKind,
+    IReadFile,
+    IStorage,
+    IStorageFactory,
+    IWriteFile,
+    Session,
+    WriteMode,
+)
+from .._paths import VirtualPath
+from ._readonly import for_session
+from ._streaming import CHUNK_SIZE, StreamingReader
+
+#: Prefix of the temporary files that hold uploads in progress; never listed.
+TEMPORARY_PREFIX = ".exftp-upload-"
+#: Unwritten upload bytes above which the data connection is paused.
+_HIGH_WATER = 4 * 1024 * 1024
+
+_ERRNO_ERRORS: dict[int, type[FTPError]] = {
+    errno.ENOENT: FileNotFound,
+    errno.EACCES: PermissionDenied,
+    errno.EPERM: PermissionDenied,
+    errno.EROFS: PermissionDenied,
+    errno.ENOTDIR: NotADirectory,
+    errno.EISDIR: IsADirectory,
+    errno.EEXIST: AlreadyExists,
+    errno.ENOTEMPTY: DirectoryNotEmpty,
+    errno.ENOSPC: InsufficientStorage,
+    errno.EDQUOT: QuotaExceeded,
+    errno.ENAMETOOLONG: InvalidPath,
+    errno.EINVAL: InvalidPath,
+}
+
+_T = TypeVar("_T")
+
+
+def storage_error(error: OSError) -> FTPError:
+    """Translate an C{OSError} into the FTP error that describes it."""
+    kind = _ERRNO_ERRORS.get(error.errno or 0, StorageUnavailable)
+    message = "Read-only file system." if error.errno == errno.EROFS else None
+    return kind(message)
+
+
+def _deferred(method: Callable[..., _T]) -> Callable[..., Deferred[_T]]:
+    """Run a synchronous method, returning its result or its error as a Deferred."""
+
+    @wraps(method)
+    def wrapper(*args: Any) -> Deferred[_T]:
+        try:
+            return succeed(method(*args))
+        except OSError as error:
+            return fail(storage_error(error))
+        except FTPError as error:
+            return fail(error)
+
+    return wrapper
+
+
+@lru_cache(maxsize=256)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@lru_cache(maxsize=256)
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _info(name: str, result: os.stat_result, kind: FileKind | None = None) -> FileInfo:
+    if kind is None:
+        kind = FileKind.DIRECTORY if stat_module.S_ISDIR(result.st_mode) else FileKind.FILE
+    return FileInfo(
+        name=name,
+        kind=kind,
+        size=result.st_size if kind is FileKind.FILE else 0,
+        mtime=result.st_mtime,
+        permissions=stat_module.S_IMODE(result.st_mode),
+        owner=_user_name(result.st_uid),
+        group=_group_name(result.st_gid),
+        links=result.st_nlink,
+    )
+
+
+@implementer(IWriteFile)
+class _FileWriter:
+    """
+    Writes an upload to a temporary file in a worker thread.
+
+    Writes are queued and flushed in batches off the reactor thread; above
+    C{_HIGH_WATER} queued bytes the data connection is paused, so a slow disk
+    slows the client instead of filling memory.
+    """
+
+    def __init__(self, fd: int, temporary: str, target: str, run: Callable[..., Deferred[Any]]) -> None:
+        self._fd = fd
+        self._temporary = temporary
+        self._target = target
+        self._run = run
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self._writing: Deferred[None] | None = None
+        self._error: FTPError | None = None
+        self._producer: IProducer | None = None
+        self._paused = False
+        self._closed = False
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._producer = producer
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def write(self, data: bytes) -> None:
+        if self._closed or self._error is not None:
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._queued > _HIGH_WATER and not self._paused and IPushProducer.providedBy(self._producer):
+            self._paused = True
+            self._producer.pauseProducing()  # type: ignore[union-attr]
+        if self._writing is None:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch = b"".join(self._queue)
+        self._queue.clear()
+        self._queued = 0
+        self._writing = self._run(self._write_all, batch)
+        self._writing.addCallbacks(self._written, self._failed)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def _written(self, _: None) -> None:
+        self._writing = None
+        if self._queue:
+            self._flush()
+        elif self._paused and self._producer is not None:
+            self._paused = False
+            self._producer.resumeProducing()  # type: ignore[attr-defined]
+
+    def _failed(self, failure: Failure) -> None:
+        self._writing = None
+        self._queue.clear()
+        error = failure.value
+        self._error = storage_error(error) if isinstance(error, OSError) else StorageUnavailable()
+        if self._producer is not None:
+            self._producer.stopProducing()
+
+    async def _drain(self) -> None:
+        while self._writing is not None:
+            await self._writing
+
+    def finish(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._finish())
+
+    async def _finish(self) -> None:
+        if self._closed:
+            raise StorageUnavailable("Upload already closed.")
+        if self._queue and self._writing is None:
+            self._flush()
+        await self._drain()
+        if self._error is not None:
+            await self.abort()
+            raise self._error
+        self._closed = True
+        try:
+            await self._run(self._commit)
+        except OSError as error:
+            await self._run(self._discard)
+            raise storage_error(error) from None
+
+    def _commit(self) -> None:
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+        os.replace(self._temporary, self._target)
+        directory = os.open(os.path.dirname(self._target), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _discard(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        try:
+            os.unlink(self._temporary)
+        except FileNotFoundError:
+            pass
+
+    def abort(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._abort())
+
+    async def _abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        try:
+            await self._drain()
+        except Exception:
+            pass
+        await self._run(self._discard)
+
+
+@implementer(IStorage)
+class FileStorage:
+    """
+    The directory tree under C{root}, as one user sees it.
+
+    @param root: the directory that becomes C{/}.
+    @param reactor: used for scheduling reads and running disk writes in
+        its thread pool; the global reactor when omitted.
+    """
+
+    def __init__(self, root: str, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self._reactor: IReactorTime = reactor
+        self.root = os.path.realpath(root)
+
+    def _run(self, function: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        reactor: IReactorThreads = self._reactor  # type: ignore[assignment]
+        return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
+    def _local(self, path: VirtualPath) -> str:
+        """The local path of C{path}, refusing names this storage keeps for itself."""
+        if any(name.startswith(TEMPORARY_PREFIX) for name in path.segments):
+            raise FileNotFound()
+        return os.path.join(self.root, *path.segments)
+
+    def _inside(self, local: str) -> bool:
+        real = os.path.realpath(local)
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def _checked(self, path: VirtualPath) -> str:
+        """The local path of an existing C{path}, whose links stay inside the root."""
+        local = self._local(path)
+        if not self._inside(local):
+            if os.path.lexists(local):
+                raise PermissionDenied("Permission denied: link leads outside the root.")
+            raise FileNotFound()
+        return local
+
+    def _checked_new(self, path: VirtualPath) -> str:
+        """The local path for creating C{path}: its parent must be inside the root."""
+        if path.is_root:
+            raise PermissionDenied("Cannot change the root directory.")
+        parent = self._checked(path.parent)
+        local = os.path.join(parent, path.name)
+        if os.path.islink(local) and not self._inside(local):
+            raise PermissionDenied("Permission denied: link leads outside the root.")
+        return local
+
+    @_deferred
+    def stat(self, path: VirtualPath) -> FileInfo:
+        return _info(path.name or "/", os.stat(self._checked(path)))
+
+    @_deferred
+    def list(self, path: VirtualPath) -> Sequence[FileInfo]:
+        local = self._checked(path)
+        if not os.path.isdir(local):
+            raise NotADirectory()
+        entries = []
+        with os.scandir(local) as scan:
+            for entry in scan:
+                if entry.name.startswith(TEMPORARY_PREFIX):
+                    continue
+                try:
+                    if entry.is_symlink() and not self._inside(entry.path):
+                        info = _info(entry.name, entry.stat(follow_symlinks=False), FileKind.SYMLINK)
+                    else:
+                        info = _info(entry.name, entry.stat())
+                except OSError:
+                    continue
+                entries.append(info)
+        entries.sort(key=lambda info: info.name)
+        return entries
+
+    @_deferred
+    def make_directory(self, path: VirtualPath) -> None:
+        os.mkdir(self._checked_new(path))
+
+    @_deferred
+    def remove_directory(self, path: VirtualPath) -> None:
+        local = self._checked_new(path)
+        if os.path.islink(local):
+            raise NotADirectory()
+        os.rmdir(local)
+
+    @_deferred
+    def remove_file(self, path: VirtualPath) -> None:
+        local = self._checked_new(path)
+        if os.path.isdir(local) and not os.path.islink(local):
+            raise IsADirectory()
+        os.unlink(local)
+
+    @_deferred
+    def rename(self, source: VirtualPath, destination: VirtualPath) -> None:
+        if destination.is_within(source):
+            raise InvalidPath("Cannot move a directory into itself.")
+        old = self._checked_new(source)
+        if not os.path.lexists(old):
+            raise FileNotFound()
+        new = self._checked_new(destination)
+        if os.path.isdir(new) and not os.path.islink(new):
+            raise AlreadyExists("Destination is a directory.")
+        os.replace(old, new)
+
+    @_deferred
+    def open_read(self, path: VirtualPath, offset: int) -> IReadFile:
+        local = self._checked(path)
+        handle = open(local, "rb", buffering=0)  # noqa: SIM115 - closed by the reader
+        try:
+            info = os.fstat(handle.fileno())
+            if stat_module.S_ISDIR(info.st_mode):
+                raise IsADirectory()
+            handle.seek(offset)
+        except BaseException:
+            handle.close()
+            raise
+        return StreamingReader(handle.read, max(info.st_size - offset, 0), self._reactor, handle.close)
+
+    def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
+        return Deferred.fromCoroutine(self._open_write(path, mode, offset))
+
+    async def _open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> IWriteFile:
+        try:
+            target = self._checked_new(path)
+            directory = os.path.dirname(target)
+            if not os.path.isdir(directory):
+                raise NotADirectory()
+            if os.path.isdir(target):
+                raise IsADirectory()
+            temporary = os.path.join(directory, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            raise storage_error(error) from None
+        try:
+            await self._run(self._prepare, fd, target, mode, offset)
+        except OSError as error:
+            os.close(fd)
+            os.unlink(temporary)
+            raise storage_error(error) from None
+        return _FileWriter(fd, temporary, target, self._run)
+
+    @staticmethod
+    def _prepare(fd: int, target: str, mode: WriteMode, offset: int) -> None:
+        """Give the temporary file its permissions and, to resume or append, the old bytes."""
+        try:
+            old = os.open(target, os.O_RDONLY)
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+            return
+        try:
+            os.fchmod(fd, stat_module.S_IMODE(os.fstat(old).st_mode))
+            if mode is WriteMode.TRUNCATE:
+                return
+            limit = None if mode is WriteMode.APPEND else offset
+            copied = 0
+            while limit is None or copied < limit:
+                want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - copied)
+                chunk = os.read(old, want)
+                if not chunk:
+                    break
+                os.write(fd, chunk)
+                copied += len(chunk)
+            if limit is not None and copied < limit:
+                os.ftruncate(fd, limit)
+                os.lseek(fd, limit, os.SEEK_SET)
+        finally:
+            os.close(old)
+
+
+@implementer(IStorageFactory)
+class FileStorageFactory:
+    """
+    Gives each session a L{FileStorage} on C{root}, narrowed to the session's
+    own root directory when the authenticator names one.
+    """
+
+    def __init__(self, root: str, reactor: Any = None) -> None:
+        self.root = os.path.realpath(root)
+        self._reactor = reactor
+
+    def storage_for(self, session: Session) -> Deferred[IStorage]:
+        base = FileStorage(self.root, self._reactor)
+        if session.root is not None and not session.root.is_root:
+            try:
+                local = base._checked(session.root)
+            except FTPError as error:
+                return fail(error)
+            if not os.path.isdir(local):
+                return fail(FileNotFound("Home directory does not exist."))
+            base = FileStorage(local, self._reactor)
+        return succeed(for_session(base, session))

@@ -1,0 +1,113 @@
+"""
+A push producer that streams a readable source into a consumer.
+
+Shared by the storages whose reads are quick and local (memory, disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .._errors import TransferAborted
+from .._interfaces import IReadFile
+
+#: Bytes read and written at a time.
+CHUNK_SIZE = 256 * 1024
+#: Chunks written in one go before yielding to the reactor.
+_BURST = 16
+
+
+@implementer(IReadFile, IPushProducer)
+class StreamingReader:
+    """
+    An L{IReadFile} that reads C{CHUNK_SIZE} blocks from a callable.
+
+    It writes while the consumer has not paused it and yields to the reactor
+    between bursts, so one fast download cannot starve other sessions.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        size: int | None,
+        reactor: IReactorTime,
+        release: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.size = size
+        self._read = read
+        self._release = release
+        self._reactor = reactor
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[int] | None = None
+        self._paused = False
+        self._scheduled = False
+        self._sent = 0
+        self._closed = False
+
+    def send(self, consumer: IConsumer) -> Deferred[int]:
+        if self._done is not None:
+            raise RuntimeError("send() called twice")
+        self._consumer = consumer
+        self._done = Deferred(lambda d: self.stopProducing())
+        consumer.registerProducer(self, True)
+        self._schedule()
+        return self._done
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._paused and self._done is not None:
+            self._scheduled = True
+            self._reactor.callLater(0, self._produce)
+
+    def _produce(self) -> None:
+        self._scheduled = False
+        if self._closed or self._paused or self._consumer is None:
+            return
+        try:
+            for _ in range(_BURST):
+                data = self._read(CHUNK_SIZE)
+                if not data:
+                    self._finish()
+                    return
+                self._sent += len(data)
+                self._consumer.write(data)
+                if self._paused or self._closed:
+                    return
+        except Exception:
+            self._fail(Failure())
+            return
+        self._schedule()
+
+    def _finish(self) -> None:
+        consumer, done = self._consumer, self._done
+        self.close()
+        if consumer is not None:
+            consumer.unregisterProducer()
+        if done is not None and not done.called:
+            done.callback(self._sent)
+
+    def _fail(self, reason: Failure | None = None) -> None:
+        done = self._done
+        self.close()
+        if done is not None and not done.called:
+            done.errback(reason or Failure(TransferAborted()))
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        self._fail()
+
+    def close(self) -> Deferred[None]:
+        if not self._closed:
+            self._closed = True
+            self._release()
+        return succeed(None)
