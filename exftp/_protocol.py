@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as internet_error
+from twisted.internet.address import IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -253,8 +254,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         return channel
 
     def _is_ipv6(self) -> bool:
-        host = self.transport.getHost()  # type: ignore[union-attr]
-        return getattr(host, "type", "") == "TCP6"
+        return isinstance(self.transport.getHost(), IPv6Address)  # type: ignore[union-attr]
 
     # Transfers
 

@@ -91,9 +91,6 @@ ALIASES: dict[str, str] = {
     "XRMD": "RMD",
 }
 
-#: Commands that use a preceding REST offset.
-_USES_RESTART = frozenset({"RETR", "STOR", "APPE", "REST"})
-
 
 @dataclass(slots=True)
 class SessionState:
@@ -103,7 +100,7 @@ class SessionState:
     @ivar username: the name from USER, waiting for PASS.
     @ivar logged_in: whether PASS succeeded.
     @ivar rename_from: the path named by RNFR, waiting for RNTO.
-    @ivar restart_offset: the offset from REST, for the next transfer.
+    @ivar restart_offset: the offset from REST, for the next RETR, STOR or APPE.
     """
 
     username: str | None = None
@@ -119,8 +116,9 @@ def canonical_verb(verb: str) -> str:
 
 def check(state: SessionState, verb: str, argument: str) -> None:
     """
-    Check that C{verb} with C{argument} may be sent now, and forget
-    one-shot state (RNFR, REST) that this command does not use.
+    Check that C{verb} with C{argument} may be sent now, and forget a
+    pending RNFR unless this is its RNTO. A REST offset is kept until a
+    transfer uses it (as vsftpd does: clients send PASV or TYPE in between).
 
     @raise FTPError: the reply that refuses the command.
     """
@@ -140,8 +138,6 @@ def check(state: SessionState, verb: str, argument: str) -> None:
         raise BadSequence("RNFR required first.")
     if verb == "RNTO":
         state.rename_from = rename_from
-    if verb not in _USES_RESTART:
-        state.restart_offset = 0
 
 
 def check_or_error(state: SessionState, verb: str, argument: str) -> FTPError | None:

@@ -1,0 +1,521 @@
+"""
+Deterministic tests of the control protocol: reply codes and sequencing.
+
+Everything runs on a L{MemoryReactorClock} with L{StringTransport}s; data
+connections are built from the factory the protocol gave to C{listenTCP} or
+C{connectTCP}, so no socket is opened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import error as internet_error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from exftp import FTPFactory, Session, StorageUnavailable
+from exftp._datachannel import DataConnection
+from exftp.testing import MemoryAuthenticator, MemoryStorage, MemoryStorageFactory
+
+CLIENT = "127.0.0.1"
+
+
+class _Reactor(MemoryReactorClock):
+    """A memory reactor whose listenTCP refuses ports listed in C{busy}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy: set[int] = set()
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        if port in self.busy:
+            raise internet_error.CannotListenError(interface, port, OSError("in use"))
+        return super().listenTCP(port, factory, backlog, interface)
+
+
+class _Client:
+    """One control connection to a server built on memory parts."""
+
+    def __init__(self, ipv6: bool = False, **options: Any) -> None:
+        self.reactor = _Reactor()
+        self.storage = MemoryStorage(self.reactor)
+        self.auth = MemoryAuthenticator({"alice": "secret", "reader": "pw"}, read_only=frozenset({"reader"}))
+        self.factory = FTPFactory(self.auth, MemoryStorageFactory(self.storage), reactor=self.reactor, **options)
+        if ipv6:
+            host, peer = IPv6Address("TCP", "::1", 21), IPv6Address("TCP", "::1", 50000)
+        else:
+            host, peer = IPv4Address("TCP", CLIENT, 21), IPv4Address("TCP", CLIENT, 50000)
+        self.proto = self.factory.buildProtocol(peer)
+        self.transport = StringTransport(hostAddress=host, peerAddress=peer)
+        self.proto.makeConnection(self.transport)
+
+    def pump(self) -> None:
+        for _ in range(50):
+            self.reactor.advance(0)
+
+    def replies(self) -> list[str]:
+        """The reply lines sent since the last call."""
+        text = self.transport.value().decode()
+        self.transport.clear()
+        return [line for line in text.split("\r\n") if line]
+
+    def send(self, line: str | bytes) -> list[str]:
+        self.replies()
+        data = line if isinstance(line, bytes) else line.encode()
+        self.proto.dataReceived(data + b"\r\n")
+        self.pump()
+        return self.replies()
+
+    def login(self, user: str = "alice", password: str = "secret") -> None:
+        self.send(f"USER {user}")
+        assert self.send(f"PASS {password}")[-1].startswith("230"), "login failed"
+
+    def passive(self) -> Any:
+        """Send PASV and return the factory the server listens with."""
+        reply = self.send("PASV")
+        assert reply[-1].startswith("227"), reply
+        return self.reactor.tcpServers[-1][1]
+
+    def connect(self, factory: Any, host: str = CLIENT) -> tuple[DataConnection, StringTransport]:
+        """Make the data connection a client would make."""
+        peer = IPv4Address("TCP", host, 40001)
+        proto = factory.buildProtocol(peer)
+        transport = StringTransport(hostAddress=IPv4Address("TCP", CLIENT, 40000), peerAddress=peer)
+        proto.makeConnection(transport)
+        self.pump()
+        return proto, transport
+
+
+def _close(proto: DataConnection, clean: bool = True) -> None:
+    reason = internet_error.ConnectionDone() if clean else internet_error.ConnectionLost()
+    proto.connectionLost(Failure(reason))
+
+
+class GreetingAndLoginTests(SynchronousTestCase):
+    def test_greeting(self) -> None:
+        client = _Client(banner="Hello there.")
+        self.assertEqual(client.replies(), ["220 Hello there."])
+
+    def test_user_always_331(self) -> None:
+        client = _Client()
+        self.assertEqual(client.send("USER nobody")[0][:4], "331 ")
+        self.assertEqual(client.send("USER alice")[0][:4], "331 ")
+
+    def test_login(self) -> None:
+        client = _Client()
+        client.send("USER alice")
+        self.assertEqual(client.send("PASS secret"), ["230 Login successful."])
+        self.assertEqual(client.auth.logins[0].username, "alice")
+
+    def test_wrong_password_and_unknown_user_look_alike(self) -> None:
+        client = _Client()
+        client.send("USER alice")
+        wrong = client.send("PASS nope")
+        client.send("USER nobody")
+        unknown = client.send("PASS secret")
+        self.assertEqual(wrong, ["530 Login incorrect."])
+        self.assertEqual(wrong, unknown)
+
+    def test_pass_without_user(self) -> None:
+        self.assertEqual(_Client().send("PASS x")[0][:4], "503 ")
+
+    def test_commands_need_login(self) -> None:
+        client = _Client()
+        for line in ("PWD", "CWD /", "LIST", "RETR a", "STOR a", "PASV", "MKD x", "TYPE I"):
+            self.assertEqual(client.send(line)[0][:4], "530 ", line)
+
+    def test_verbs_are_case_insensitive(self) -> None:
+        client = _Client()
+        client.send("user alice")
+        self.assertEqual(client.send("pAsS secret")[0][:4], "230 ")
+        self.assertEqual(client.send("pwd"), ['257 "/" is the current directory.'])
+
+    def test_unknown_and_malformed(self) -> None:
+        client = _Client()
+        client.login()
+        self.assertEqual(client.send("FOO")[0][:4], "500 ")
+        self.assertEqual(client.send("")[0][:4], "501 ")
+        self.assertEqual(client.send("CWD")[0][:4], "501 ")
+        self.assertEqual(client.send("PWD extra")[0][:4], "501 ")
+        self.assertEqual(client.send(b"RETR \xff\xfe")[0][:4], "501 ")
+
+    def test_no_user_change_after_login(self) -> None:
+        client = _Client()
+        client.login()
+        self.assertEqual(client.send("USER reader")[0][:4], "530 ")
+
+    def test_acct_syst_noop_quit(self) -> None:
+        client = _Client()
+        self.assertEqual(client.send("SYST"), ["215 UNIX Type: L8"])
+        self.assertEqual(client.send("NOOP")[0][:4], "200 ")
+        self.assertEqual(client.send("ACCT x")[0][:4], "202 ")
+        self.assertEqual(client.send("QUIT")[0][:4], "221 ")
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_too_long_line(self) -> None:
+        client = _Client(max_line_length=100)
+        self.assertEqual(client.send("NOOP " + "x" * 200)[0][:4], "500 ")
+        self.assertTrue(client.transport.disconnecting)
+
+
+class ParameterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.client = _Client()
+        self.client.login()
+
+    def test_type(self) -> None:
+        for argument, code in (("I", "200"), ("A", "200"), ("A N", "200"), ("L 8", "200"), ("E", "504"), ("Q", "501")):
+            self.assertEqual(self.client.send(f"TYPE {argument}")[0][:3], code, argument)
+
+    def test_mode_and_stru(self) -> None:
+        self.assertEqual(self.client.send("MODE S")[0][:3], "200")
+        self.assertEqual(self.client.send("MODE B")[0][:3], "504")
+        self.assertEqual(self.client.send("MODE X")[0][:3], "501")
+        self.assertEqual(self.client.send("STRU F")[0][:3], "200")
+        self.assertEqual(self.client.send("STRU R")[0][:3], "504")
+
+    def test_feat_lists_features(self) -> None:
+        reply = self.client.send("FEAT")
+        self.assertEqual(reply[0], "211-Features:")
+        self.assertIn(" EPSV", reply)
+        self.assertIn(" SIZE", reply)
+        self.assertEqual(reply[-1], "211 End")
+
+
+class DirectoryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.client = _Client()
+        self.client.storage.add_file("/docs/readme.txt", b"hello")
+        self.client.login()
+
+    def test_cwd_pwd_cdup(self) -> None:
+        self.assertEqual(self.client.send("CWD docs")[0][:4], "250 ")
+        self.assertEqual(self.client.send("PWD"), ['257 "/docs" is the current directory.'])
+        self.assertEqual(self.client.send("CDUP")[0][:4], "250 ")
+        self.assertEqual(self.client.send("XPWD"), ['257 "/" is the current directory.'])
+
+    def test_cwd_cannot_leave_root(self) -> None:
+        self.assertEqual(self.client.send("CWD ../../..")[0][:4], "250 ")
+        self.assertEqual(self.client.send("PWD"), ['257 "/" is the current directory.'])
+
+    def test_cwd_missing_or_file(self) -> None:
+        self.assertEqual(self.client.send("CWD nope")[0][:4], "550 ")
+        self.assertEqual(self.client.send("CWD docs/readme.txt")[0][:4], "550 ")
+
+    def test_mkd_rmd(self) -> None:
+        self.assertEqual(self.client.send("MKD new dir"), ['257 "/new dir" created.'])
+        self.assertEqual(self.client.send("MKD new dir")[0][:4], "550 ")
+        self.assertEqual(self.client.send("XRMD new dir")[0][:4], "250 ")
+        self.assertEqual(self.client.send("RMD docs")[0][:4], "550 ")
+        self.assertEqual(self.client.storage.read_file("/docs/readme.txt"), b"hello")
+
+    def test_quoted_path(self) -> None:
+        self.assertEqual(self.client.send('MKD a"b'), ['257 "/a""b" created.'])
+
+    def test_dele_and_rename(self) -> None:
+        self.assertEqual(self.client.send("RNFR docs/readme.txt")[0][:4], "350 ")
+        self.assertEqual(self.client.send("RNTO /moved.txt")[0][:4], "250 ")
+        self.assertEqual(self.client.storage.read_file("/moved.txt"), b"hello")
+        self.assertEqual(self.client.send("RNTO again")[0][:4], "503 ")
+        self.assertEqual(self.client.send("DELE moved.txt")[0][:4], "250 ")
+        self.assertEqual(self.client.send("DELE moved.txt")[0][:4], "550 ")
+
+    def test_size_and_mdtm(self) -> None:
+        self.assertEqual(self.client.send("SIZE docs/readme.txt"), ["213 5"])
+        self.assertEqual(self.client.send("SIZE docs")[0][:4], "550 ")
+        self.assertEqual(len(self.client.send("MDTM docs/readme.txt")[0]), len("213 YYYYMMDDHHMMSS"))
+
+    def test_read_only_user(self) -> None:
+        client = _Client()
+        client.login("reader", "pw")
+        self.assertEqual(client.send("MKD x")[0][:4], "550 ")
+        factory = client.passive()
+        self.assertEqual(client.send("STOR x")[0][:4], "550 ")
+        self.assertEqual(factory is not None, True)
+
+
+class DataChannelSetupTests(SynchronousTestCase):
+    def test_pasv_reply_uses_passive_address_and_range(self) -> None:
+        client = _Client(passive_address="203.0.113.5", passive_ports=range(40000, 40001))
+        client.login()
+        self.assertEqual(client.send("PASV"), ["227 Entering Passive Mode (203,0,113,5,156,64)."])
+        port, _factory, _backlog, interface = client.reactor.tcpServers[-1]
+        self.assertEqual((port, interface), (40000, CLIENT))
+
+    def test_pasv_range_exhausted(self) -> None:
+        client = _Client(passive_ports=range(40000, 40002))
+        client.reactor.busy.update({40000, 40001})
+        client.login()
+        self.assertEqual(client.send("PASV")[0][:4], "425 ")
+        self.assertEqual(client.send("NOOP")[0][:4], "200 ")
+
+    def test_epsv(self) -> None:
+        client = _Client(passive_ports=range(40000, 40001))
+        client.login()
+        self.assertEqual(client.send("EPSV"), ["229 Entering Extended Passive Mode (|||40000|)."])
+        self.assertEqual(client.send("EPSV 2")[0][:4], "522 ")
+        self.assertEqual(client.send("EPSV ALL")[0][:4], "200 ")
+        self.assertEqual(client.send("PASV")[0][:4], "503 ")
+        self.assertEqual(client.send("PORT 127,0,0,1,200,10")[0][:4], "503 ")
+
+    def test_ipv6_control_connection(self) -> None:
+        client = _Client(ipv6=True)
+        client.login()
+        self.assertEqual(client.send("PASV")[0][:4], "504 ")
+        self.assertEqual(client.send("EPSV")[0][:4], "229 ")
+        self.assertEqual(client.send("EPRT |2|::1|50001|")[0][:4], "200 ")
+        self.assertEqual(client.send("EPRT |1|127.0.0.1|50001|")[0][:4], "522 ")
+
+    def test_port_bounce_refused(self) -> None:
+        client = _Client()
+        client.login()
+        self.assertEqual(client.send("PORT 10,0,0,9,200,10")[0][:4], "501 ")
+        self.assertEqual(client.send("PORT 127,0,0,1,0,21")[0][:4], "501 ")
+        self.assertEqual(client.send("EPRT |1|10.0.0.9|50001|")[0][:4], "501 ")
+        self.assertEqual(client.send("PORT 127,0,0,1,200,10")[0][:4], "200 ")
+        self.assertEqual(client.send("PORT 1,2,3")[0][:4], "501 ")
+
+    def test_port_foreign_allowed_when_configured(self) -> None:
+        client = _Client(allow_foreign_addresses=True)
+        client.login()
+        self.assertEqual(client.send("PORT 10,0,0,9,200,10")[0][:4], "200 ")
+
+    def test_passive_connection_from_other_host_refused(self) -> None:
+        client = _Client()
+        client.login()
+        factory = client.passive()
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "10.9.9.9", 1234)))
+        self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", CLIENT, 1234)), DataConnection)
+
+    def test_passive_timeout(self) -> None:
+        client = _Client(data_timeout=5)
+        client.storage.add_file("/f", b"x")
+        client.login()
+        client.passive()
+        client.reactor.advance(6)
+        reply = client.send("RETR f")
+        self.assertEqual([line[:4] for line in reply], ["150 ", "425 "])
+
+
+class TransferTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.client = _Client()
+        self.client.storage.add_file("/data.bin", bytes(range(256)) * 1000)
+        self.client.storage.add_file("/text.txt", b"one\ntwo\n")
+        self.client.login()
+        self.client.send("TYPE I")
+
+    def _download(self, command: str) -> tuple[list[str], bytes]:
+        factory = self.client.passive()
+        proto, transport = self.client.connect(factory)
+        first = self.client.send(command)
+        self.client.pump()
+        _close(proto)
+        self.client.pump()
+        return first + self.client.replies(), transport.value()
+
+    def test_retr(self) -> None:
+        replies, data = self._download("RETR data.bin")
+        self.assertEqual([r[:4] for r in replies], ["150 ", "226 "])
+        self.assertEqual(data, bytes(range(256)) * 1000)
+
+    def test_retr_with_rest(self) -> None:
+        self.assertEqual(self.client.send("REST 1000")[0][:4], "350 ")
+        _replies, data = self._download("RETR data.bin")
+        self.assertEqual(data, (bytes(range(256)) * 1000)[1000:])
+
+    def test_rest_is_used_once(self) -> None:
+        self.client.send("REST 1000")
+        self._download("RETR data.bin")
+        _replies, data = self._download("RETR data.bin")
+        self.assertEqual(len(data), 256000)
+
+    def test_rest_needs_a_number(self) -> None:
+        self.assertEqual(self.client.send("REST x")[0][:4], "501 ")
+
+    def test_retr_missing_file_no_150(self) -> None:
+        self.client.passive()
+        self.assertEqual([r[:4] for r in self.client.send("RETR missing")], ["550 "])
+
+    def test_retr_without_data_channel(self) -> None:
+        self.assertEqual([r[:4] for r in self.client.send("RETR data.bin")], ["425 "])
+        self.assertEqual([r[:4] for r in self.client.send("LIST")], ["425 "])
+
+    def test_retr_ascii_converts_line_endings(self) -> None:
+        self.client.send("TYPE A")
+        _replies, data = self._download("RETR text.txt")
+        self.assertEqual(data, b"one\r\ntwo\r\n")
+
+    def test_retr_broken_connection(self) -> None:
+        factory = self.client.passive()
+        proto, transport = self.client.connect(factory)
+        self.client.replies()
+        self.client.proto.dataReceived(b"RETR data.bin\r\n")
+        self.assertIs(transport.producer is not None, True)
+        _close(proto, clean=False)
+        self.client.pump()
+        self.assertEqual([r[:4] for r in self.client.replies()], ["150 ", "426 "])
+        self.assertEqual(self.client.send("NOOP")[0][:4], "200 ")
+
+    def test_list(self) -> None:
+        self.client.storage.add_file("/docs/a.txt", b"12345")
+        replies, data = self._download("LIST -la")
+        self.assertEqual([r[:4] for r in replies], ["150 ", "226 "])
+        lines = data.decode().split("\r\n")
+        self.assertEqual([line.split()[-1] for line in lines if line], ["data.bin", "docs", "text.txt"])
+        self.assertTrue(lines[1].startswith("drwxr-xr-x"))
+        self.assertTrue(lines[0].startswith("-rw-r--r--    1 ftp      ftp        256000 "))
+
+    def test_list_of_a_file_and_nlst(self) -> None:
+        _replies, data = self._download("LIST text.txt")
+        self.assertEqual(data.decode().split()[-1], "text.txt")
+        _replies, data = self._download("NLST")
+        self.assertEqual(data, b"data.bin\r\ntext.txt\r\n")
+
+    def test_list_missing(self) -> None:
+        self.client.passive()
+        self.assertEqual([r[:4] for r in self.client.send("LIST nope")], ["550 "])
+
+    def _upload(self, command: str, payload: bytes, clean: bool = True) -> list[str]:
+        factory = self.client.passive()
+        proto, transport = self.client.connect(factory)
+        first = self.client.send(command)
+        self.assertEqual(transport.producerState, "producing")
+        proto.dataReceived(payload)
+        _close(proto, clean)
+        self.client.pump()
+        return [r[:4] for r in first + self.client.replies()]
+
+    def test_stor(self) -> None:
+        self.assertEqual(self._upload("STOR new.bin", b"\x00\r\n\xff"), ["150 ", "226 "])
+        self.assertEqual(self.client.storage.read_file("/new.bin"), b"\x00\r\n\xff")
+
+    def test_stor_ascii(self) -> None:
+        self.client.send("TYPE A")
+        self._upload("STOR new.txt", b"a\r\nb\r\n")
+        self.assertEqual(self.client.storage.read_file("/new.txt"), b"a\nb\n")
+
+    def test_appe(self) -> None:
+        self._upload("APPE text.txt", b"three\n")
+        self.assertEqual(self.client.storage.read_file("/text.txt"), b"one\ntwo\nthree\n")
+
+    def test_broken_stor_keeps_old_content(self) -> None:
+        self.assertEqual(self._upload("STOR text.txt", b"partial", clean=False), ["150 ", "426 "])
+        self.assertEqual(self.client.storage.read_file("/text.txt"), b"one\ntwo\n")
+
+    def test_stor_into_missing_directory(self) -> None:
+        self.client.passive()
+        self.assertEqual([r[:4] for r in self.client.send("STOR nodir/x")], ["550 "])
+
+    def test_abor_during_transfer(self) -> None:
+        factory = self.client.passive()
+        proto, transport = self.client.connect(factory)
+        self.client.send("STOR slow.bin")
+        proto.dataReceived(b"some")
+        self.client.proto.dataReceived(b"\xff\xf4\xffABOR\r\n")
+        self.assertTrue(transport.disconnected)
+        _close(proto, clean=False)
+        self.client.pump()
+        self.assertEqual([r[:4] for r in self.client.replies()], ["426 ", "226 "])
+        self.assertRaises(Exception, self.client.storage.read_file, "/slow.bin")
+
+    def test_abor_idle(self) -> None:
+        self.assertEqual(self.client.send("ABOR")[0][:4], "225 ")
+
+    def test_commands_wait_for_transfer(self) -> None:
+        factory = self.client.passive()
+        proto, _transport = self.client.connect(factory)
+        self.client.send("STOR queued.bin")
+        self.client.proto.dataReceived(b"PWD\r\n")
+        self.assertEqual(self.client.replies(), [])
+        _close(proto)
+        self.client.pump()
+        self.assertEqual([r[:4] for r in self.client.replies()], ["226 ", "257 "])
+
+    def test_active_mode(self) -> None:
+        self.assertEqual(self.client.send("PORT 127,0,0,1,200,10")[0][:4], "200 ")
+        first = self.client.send("RETR text.txt")
+        host, port, factory, _timeout, bind = self.client.reactor.tcpClients[-1]
+        self.assertEqual((host, port, bind), (CLIENT, 200 * 256 + 10, (CLIENT, 0)))
+        proto = factory.buildProtocol(IPv4Address("TCP", CLIENT, port))
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        self.client.pump()
+        _close(proto)
+        self.client.pump()
+        self.assertEqual([r[:4] for r in first + self.client.replies()], ["150 ", "226 "])
+        self.assertEqual(transport.value(), b"one\ntwo\n")
+
+    def test_active_mode_connection_refused(self) -> None:
+        self.client.send("PORT 127,0,0,1,200,10")
+        first = self.client.send("RETR text.txt")
+        connector = self.client.reactor.connectors[-1]
+        factory = self.client.reactor.tcpClients[-1][2]
+        factory.clientConnectionFailed(connector, Failure(internet_error.ConnectionRefusedError()))
+        self.client.pump()
+        self.assertEqual([r[:4] for r in first + self.client.replies()], ["150 ", "425 "])
+
+
+class _BrokenStorageFactory:
+    def storage_for(self, session: Session) -> Deferred[Any]:
+        return fail(StorageUnavailable())
+
+
+class RobustnessTests(SynchronousTestCase):
+    def test_idle_timeout(self) -> None:
+        client = _Client(idle_timeout=30)
+        client.login()
+        client.replies()
+        client.reactor.advance(31)
+        self.assertEqual(client.replies()[0][:4], "421 ")
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_shutdown_sends_421(self) -> None:
+        client = _Client()
+        client.login()
+        client.replies()
+        done = client.factory.shutdown()
+        self.assertEqual(client.replies()[0][:4], "421 ")
+        self.assertNoResult(done)
+        client.proto.connectionLost(Failure(internet_error.ConnectionDone()))
+        self.successResultOf(done)
+
+    def test_unexpected_storage_error_is_451_and_logged(self) -> None:
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        client = _Client()
+        client.login()
+
+        def explode(path: Any) -> Deferred[Any]:
+            raise RuntimeError("boom")
+
+        client.proto.storage.stat = explode  # type: ignore[union-attr]
+        reply = client.send("SIZE x")
+        self.assertEqual(reply, ["451 Requested action aborted: local error in processing."])
+        self.assertNotIn("boom", "".join(reply))
+        self.assertTrue(any(event.get("log_failure") is not None for event in observer))
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(client.send("NOOP")[0][:4], "200 ")
+
+    def test_storage_factory_failure_refuses_login(self) -> None:
+        client = _Client()
+        client.factory.storage_factory = _BrokenStorageFactory()
+        client.send("USER alice")
+        self.assertEqual(client.send("PASS secret")[0][:4], "530 ")
+        self.flushLoggedErrors()
+
+    def test_disconnect_during_upload_aborts_it(self) -> None:
+        client = _Client()
+        client.login()
+        factory = client.passive()
+        proto, _transport = client.connect(factory)
+        client.send("STOR gone.bin")
+        proto.dataReceived(b"data")
+        client.proto.connectionLost(Failure(internet_error.ConnectionLost()))
+        client.pump()
+        self.assertRaises(Exception, client.storage.read_file, "/gone.bin")
+        self.assertNotIn(client.proto, client.factory.sessions)
