@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet import error as internet_error
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IAddress, IConsumer, IListeningPort, IProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -38,14 +38,19 @@ class DataConnection(Protocol):
         self.closed: Deferred[bool] = Deferred()
         self._sink: IConsumer | None = None
 
+    @property
+    def tcp(self) -> Any:
+        """The transport: a TCP connection, which is also a push producer and a consumer."""
+        return self.transport
+
     def connectionMade(self) -> None:
-        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self.tcp.pauseProducing()
 
     def receive(self, sink: IConsumer) -> Deferred[bool]:
         """Feed everything the client sends into C{sink}; fires when the connection closes."""
         self._sink = sink
-        sink.registerProducer(self.transport, True)
-        self.transport.resumeProducing()  # type: ignore[attr-defined]
+        sink.registerProducer(self.tcp, True)
+        self.tcp.resumeProducing()
         return self.closed
 
     def dataReceived(self, data: bytes) -> None:
@@ -68,7 +73,7 @@ class DataConnection(Protocol):
     def abort(self) -> None:
         """Close at once, dropping what is unsent."""
         if self.transport is not None and not self.closed.called:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self.tcp.abortConnection()
 
 
 class _PassiveFactory(Factory):
@@ -79,8 +84,13 @@ class _PassiveFactory(Factory):
     def __init__(self, channel: PassiveChannel) -> None:
         self._channel = channel
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         return self._channel._accept(addr)
+
+
+class _ActiveFactory(Factory):
+    noisy = False
+    protocol = DataConnection
 
 
 class DataChannel:
@@ -131,10 +141,11 @@ class PassiveChannel(DataChannel):
             except internet_error.CannotListenError:
                 continue
             self._timer = self._reactor.callLater(self._timeout, self._expire)
-            return self.port.getHost().port  # type: ignore[no-any-return, attr-defined]
+            address: Any = self.port.getHost()
+            return int(address.port)
         raise DataConnectionFailed("No passive port available; try again later.")
 
-    def _accept(self, addr: IAddress) -> DataConnection | None:
+    def _accept(self, addr: IAddress | None) -> DataConnection | None:
         host = getattr(addr, "host", None)
         if self._connection is not None or (self._expected_host is not None and host != self._expected_host):
             _log.warn("Refused data connection from {host}: not the control peer.", host=host)
@@ -204,18 +215,19 @@ class ActiveChannel(DataChannel):
         bind = (self._bind_host, 0) if self._bind_host else None
         endpoint_type = TCP6ClientEndpoint if self._ipv6 else TCP4ClientEndpoint
         endpoint = endpoint_type(self._reactor, host, port, timeout=self._timeout, bindAddress=bind)
-        self._attempt = connectProtocol(endpoint, DataConnection())
+        attempt: Deferred[Any] = endpoint.connect(_ActiveFactory())
 
         def connected(connection: DataConnection) -> DataConnection:
             self._connection = connection
             return connection
 
-        def failed(failure: Failure) -> Failure:
-            _log.info("Active data connection to {host}:{port} failed: {why}", host=host, port=port,
-                      why=failure.getErrorMessage())
+        def failed(failure: Failure) -> DataConnection:
+            why = failure.getErrorMessage()
+            _log.info("Active data connection to {host}:{port} failed: {why}", host=host, port=port, why=why)
             raise DataConnectionFailed()
 
-        return self._attempt.addCallbacks(connected, failed)
+        self._attempt = attempt.addCallbacks(connected, failed)
+        return self._attempt
 
     def close(self) -> None:
         if self._attempt is not None and not self._attempt.called:

@@ -34,7 +34,7 @@ class FTPFactory(ServerFactory):
     @param max_line_length: the longest command line accepted.
     """
 
-    protocol = FTPProtocol
+    protocol = FTPProtocol  # type: ignore[assignment]
     noisy = False
 
     def __init__(

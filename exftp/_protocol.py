@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import error as internet_error
 from twisted.internet.address import IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import _listing
 from ._commands import Command, format_host_port, parse_command, parse_eprt, parse_host_port, parse_list_argument
@@ -106,7 +108,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.max_line_length
-        self.callLater = self.factory.reactor.callLater
+        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer_host = getattr(peer, "host", None)
         self.factory.sessions.add(self)
@@ -278,10 +280,10 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
                 raise
             except Exception:
                 raise DataConnectionFailed() from None
-            consumer = connection.transport
+            consumer: IConsumer = connection.tcp
             if not self.binary:
-                consumer = AsciiSendingConsumer(consumer)  # type: ignore[arg-type]
-            send = source.send(consumer)  # type: ignore[arg-type]
+                consumer = AsciiSendingConsumer(consumer)
+            send = source.send(consumer)
             connection.closed.addCallback(_cancel_unless_done, send)
             try:
                 transfer.bytes = await send
@@ -376,6 +378,7 @@ def _cancel_unless_done(clean: bool, work: Deferred[Any]) -> bool:
     return clean
 
 
+@implementer(IConsumer)
 class _CountingWriteFile:
     """Counts bytes written to an upload, for the transfer log."""
 
@@ -555,7 +558,7 @@ async def _rest(proto: FTPProtocol, argument: str) -> None:
 def _passive(proto: FTPProtocol) -> int:
     proto._close_channel()
     factory = proto.factory
-    local = proto.transport.getHost()  # type: ignore[union-attr]
+    local: Any = proto.transport.getHost()  # type: ignore[union-attr]
     channel = PassiveChannel(factory.reactor, proto.peer_host, factory.data_timeout)
     port = channel.listen(local.host, factory.passive_ports)
     proto._channel = channel
