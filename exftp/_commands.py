@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ._errors import CommandSyntaxError
 
 _IAC = 0xFF
+_SE, _SB, _WILL, _DONT = 0xF0, 0xFA, 0xFB, 0xFE
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,9 @@ def strip_telnet(line: bytes) -> bytes:
     Remove Telnet IAC sequences (RFC 854) that clients send around ABOR.
 
     C{IAC IAC} stands for a literal 0xFF byte; C{IAC} followed by a command
-    byte is dropped with it; a lone C{IAC} is dropped.
+    byte is dropped with it, and so is the option byte after C{WILL}, C{WONT},
+    C{DO} and C{DONT}; a subnegotiation C{IAC SB ... IAC SE} is dropped whole;
+    a lone C{IAC} is dropped.
     """
     if _IAC not in line:
         return line
@@ -37,13 +40,19 @@ def strip_telnet(line: bytes) -> bytes:
     i = 0
     while i < len(line):
         byte = line[i]
+        following = line[i + 1] if i + 1 < len(line) else None
         if byte != _IAC:
             out.append(byte)
             i += 1
-        elif i + 1 < len(line) and line[i + 1] == _IAC:
+        elif following == _IAC:
             out.append(_IAC)
             i += 2
-        elif i + 1 < len(line) and line[i + 1] >= 0xF0:
+        elif following == _SB:
+            end = line.find(bytes((_IAC, _SE)), i + 2)
+            i = len(line) if end < 0 else end + 2
+        elif following is not None and _WILL <= following <= _DONT:
+            i += 3
+        elif following is not None and following >= 0xF0:
             i += 2
         else:
             i += 1
@@ -57,9 +66,12 @@ def parse_command(line: bytes) -> Command:
     The verb is case-insensitive; the argument keeps its case and inner spaces
     (file names may contain them), only the single separating space is removed.
 
-    @raise CommandSyntaxError: for an empty line or text that is not UTF-8.
+    @raise CommandSyntaxError: for an empty line, text that is not UTF-8, or
+        a NUL or CR inside the line (RFC 959 allows neither in an argument).
     """
     line = strip_telnet(line).rstrip(b"\r\n")
+    if b"\x00" in line or b"\r" in line or b"\n" in line:
+        raise CommandSyntaxError("Command contains forbidden characters.")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -72,6 +84,13 @@ def parse_command(line: bytes) -> Command:
     return Command(verb.upper(), argument)
 
 
+def _decimal(text: str) -> int | None:
+    """A number written with ASCII digits only (C{int} would also take C{+1}, C{1_0} and other scripts)."""
+    if not text or len(text) > 10 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def parse_host_port(argument: str) -> tuple[str, int]:
     """
     Parse a PORT argument C{h1,h2,h3,h4,p1,p2}.
@@ -79,11 +98,8 @@ def parse_host_port(argument: str) -> tuple[str, int]:
     @raise CommandSyntaxError: when it is malformed.
     """
     parts = argument.strip().split(",")
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        raise CommandSyntaxError("Invalid PORT argument.") from None
-    if len(numbers) != 6 or any(not 0 <= n <= 255 for n in numbers):
+    numbers = [n for n in (_decimal(p.strip()) for p in parts) if n is not None and n <= 255]
+    if len(parts) != 6 or len(numbers) != 6:
         raise CommandSyntaxError("Invalid PORT argument.")
     host = ".".join(str(n) for n in numbers[:4])
     return host, numbers[4] * 256 + numbers[5]
@@ -105,14 +121,13 @@ def parse_eprt(argument: str) -> tuple[int, str, int]:
     if len(argument) < 4:
         raise CommandSyntaxError("Invalid EPRT argument.")
     delimiter = argument[0]
+    if not "!" <= delimiter <= "~" or delimiter.isalnum():
+        raise CommandSyntaxError("Invalid EPRT delimiter.")
     fields = argument.split(delimiter)
     if len(fields) != 5 or fields[0] or fields[4]:
         raise CommandSyntaxError("Invalid EPRT argument.")
-    try:
-        family, port = int(fields[1]), int(fields[3])
-    except ValueError:
-        raise CommandSyntaxError("Invalid EPRT argument.") from None
-    if not 0 < port < 65536 or not fields[2]:
+    family, port = _decimal(fields[1]), _decimal(fields[3])
+    if family is None or port is None or not 0 < port < 65536 or not fields[2]:
         raise CommandSyntaxError("Invalid EPRT argument.")
     return family, fields[2], port
 

@@ -32,6 +32,9 @@ class FTPFactory(ServerFactory):
     @param allow_foreign_addresses: let PORT/EPRT name hosts other than the
         client and privileged ports (FXP); unsafe, off by default (RFC 2577).
     @param max_line_length: the longest command line accepted.
+    @param login_failure_delay: seconds after PASS before a failed login is
+        answered (slows password guessing).
+    @param max_login_failures: failed logins after which the connection is closed.
     """
 
     protocol = FTPProtocol  # type: ignore[assignment]
@@ -50,6 +53,8 @@ class FTPFactory(ServerFactory):
         data_timeout: float = 60.0,
         allow_foreign_addresses: bool = False,
         max_line_length: int = 8192,
+        login_failure_delay: float = 1.0,
+        max_login_failures: int = 3,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -65,6 +70,8 @@ class FTPFactory(ServerFactory):
         self.data_timeout = data_timeout
         self.allow_foreign_addresses = allow_foreign_addresses
         self.max_line_length = max_line_length
+        self.login_failure_delay = login_failure_delay
+        self.max_login_failures = max_login_failures
         self.sessions: set[FTPProtocol] = set()
 
     def shutdown(self) -> Deferred[Any]:

@@ -26,22 +26,35 @@ def mode_string(info: FileInfo) -> str:
     return _TYPE_LETTER[info.kind] + bits
 
 
+def _gmtime(mtime: float) -> time.struct_time:
+    """C{time.gmtime}, with the epoch for times it cannot represent (NaN, far past or future)."""
+    try:
+        return time.gmtime(mtime)
+    except (OverflowError, OSError, ValueError):
+        return time.gmtime(0)
+
+
 def date_string(mtime: float, now: float) -> str:
     """
     The date column: C{Mon dd HH:MM} for times within six months of C{now},
     C{Mon dd  YYYY} otherwise (as C{ls} and vsftpd print it, in UTC).
     """
-    t = time.gmtime(mtime)
+    t = _gmtime(mtime)
     month = _MONTHS[t.tm_mon - 1]
     if abs(now - mtime) < _SIX_MONTHS:
         return f"{month} {t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}"
     return f"{month} {t.tm_mday:02d}  {t.tm_year}"
 
 
+def _column(text: str) -> str:
+    """An owner or group column: eight characters, no spaces or line breaks to confuse parsers."""
+    return "".join("_" if ch.isspace() else ch for ch in text[:8] or "?").ljust(8)
+
+
 def list_line(info: FileInfo, now: float) -> str:
     """One line of a LIST reply, without its line ending."""
     return (
-        f"{mode_string(info)} {info.links:4d} {info.owner[:8]:<8} {info.group[:8]:<8} "
+        f"{mode_string(info)} {info.links:4d} {_column(info.owner)} {_column(info.group)} "
         f"{info.size:8d} {date_string(info.mtime, now)} {info.name}"
     )
 
@@ -52,15 +65,21 @@ def _safe(name: str) -> bool:
 
 
 def format_list(entries: Iterable[FileInfo], now: float) -> bytes:
-    """A whole LIST reply body, CRLF-terminated lines, UTF-8."""
-    return "".join(list_line(e, now) + "\r\n" for e in entries if _safe(e.name)).encode()
+    """
+    A whole LIST reply body, CRLF-terminated lines, UTF-8.
+
+    Names that are not valid Unicode (undecodable bytes on disk) are shown with
+    replacement characters rather than failing the whole listing.
+    """
+    return "".join(list_line(e, now) + "\r\n" for e in entries if _safe(e.name)).encode("utf-8", "replace")
 
 
 def format_nlst(entries: Iterable[FileInfo]) -> bytes:
     """A whole NLST reply body: bare names."""
-    return "".join(e.name + "\r\n" for e in entries if _safe(e.name)).encode()
+    return "".join(e.name + "\r\n" for e in entries if _safe(e.name)).encode("utf-8", "replace")
 
 
 def format_mdtm(mtime: float) -> str:
     """A time as RFC 3659 C{YYYYMMDDHHMMSS} in UTC."""
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime(mtime))
+    t = _gmtime(mtime)
+    return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}"

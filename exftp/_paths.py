@@ -14,6 +14,16 @@ from ._errors import InvalidPath
 _FORBIDDEN = frozenset("\x00\r\n")
 
 
+def _valid_name(name: object) -> bool:
+    """Whether C{name} may be one segment: not empty, C{.} or C{..}, no C{/}, NUL, CR or LF."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and not _FORBIDDEN.intersection(name)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class VirtualPath:
     """
@@ -24,6 +34,16 @@ class VirtualPath:
     """
 
     segments: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # The constructor is public: check here too, so that no value of this
+        # type names a parent (C{..}) or, joined onto a local root, an absolute path.
+        if isinstance(self.segments, str):
+            raise TypeError("segments must be a sequence of names, not a string")
+        object.__setattr__(self, "segments", tuple(self.segments))
+        for name in self.segments:
+            if not _valid_name(name):
+                raise InvalidPath(f"Invalid name {name!r}.")
 
     @classmethod
     def root(cls) -> VirtualPath:
@@ -56,9 +76,7 @@ class VirtualPath:
 
     def child(self, name: str) -> VirtualPath:
         """The entry C{name} inside this directory."""
-        if not name or name in (".", "..") or "/" in name or _FORBIDDEN.intersection(name):
-            raise InvalidPath(f"Invalid name {name!r}.")
-        return VirtualPath(self.segments + (name,))
+        return VirtualPath((*self.segments, name))
 
     @property
     def parent(self) -> VirtualPath:

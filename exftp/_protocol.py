@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import error as internet_error
 from twisted.internet.address import IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -38,7 +39,7 @@ from ._errors import (
 from ._interfaces import FileInfo, IReadFile, IStorage, IWriteFile, Session, WriteMode
 from ._paths import VirtualPath
 from ._replies import Reply, format_reply, quote_path
-from ._session import RULES, SessionState, canonical_verb, check
+from ._session import RULES, Access, SessionState, canonical_verb, check
 from .storage._streaming import StreamingReader
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self.cwd = VirtualPath.root()
         self.binary = False
         self.epsv_all = False
+        self.login_failures = 0
         self.peer_host: str | None = None
         self._channel: DataChannel | None = None
         self._transfer: _Transfer | None = None
@@ -189,16 +191,43 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         if immediate:
             self._run_immediate(handler, cmd)
             return
+        revalidate = RULES[verb].access is Access.LOGGED_IN
         self._busy = True
-        self._running = Deferred.fromCoroutine(self._run(handler, cmd))
+        self._running = Deferred.fromCoroutine(self._run(handler, cmd, revalidate))
         self._running.addErrback(self._unexpected, cmd)
         self._running.addBoth(self._next)
 
     def _run_immediate(self, handler: Handler, cmd: Command) -> None:
-        Deferred.fromCoroutine(self._run(handler, cmd)).addErrback(self._unexpected, cmd)
+        Deferred.fromCoroutine(self._run(handler, cmd, False)).addErrback(self._unexpected, cmd)
 
-    async def _run(self, handler: Handler, cmd: Command) -> None:
+    async def _still_valid(self) -> bool:
+        """
+        Ask the authenticator whether the session is still valid; when it is
+        not (or cannot say), reply 421 and close.
+        """
+        session = self.session
+        assert session is not None
         try:
+            valid = await maybeDeferred(self.factory.authenticator.authenticated, session)
+        except CancelledError:
+            raise
+        except Exception:
+            _log.failure("Re-validation of {user!r} failed", user=session.username)
+            valid, text = False, "Authentication service unavailable; closing control connection."
+        else:
+            text = "Session is no longer valid; closing control connection."
+        if valid:
+            return True
+        _log.info("Session of {user!r} from {peer} ended: no longer valid", user=session.username,
+                  peer=self.peer_host)
+        self.reply(Reply.SERVICE_NOT_AVAILABLE, text)
+        self._close_control()
+        return False
+
+    async def _run(self, handler: Handler, cmd: Command, revalidate: bool) -> None:
+        try:
+            if revalidate and not await self._still_valid():
+                return
             await handler(self, cmd.argument)
         except FTPError as error:
             if not error.client_fault and error.__cause__ is not None:
@@ -413,7 +442,9 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     username = proto.state.username
     assert username is not None
     proto.state.username = None
-    authenticator = proto.factory.authenticator
+    factory = proto.factory
+    authenticator = factory.authenticator
+    started = factory.reactor.seconds()
     try:
         if not await maybeDeferred(authenticator.valid_user, username):
             raise LoginFailed()
@@ -422,9 +453,20 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     except CancelledError:
         raise
     except Exception as error:
-        _log.info("Login failed for {user!r} from {peer}", user=username, peer=proto.peer_host)
-        if isinstance(error, FTPError) and not isinstance(error, LoginFailed) and not error.client_fault:
+        proto.login_failures += 1
+        _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
+                  peer=proto.peer_host, count=proto.login_failures)
+        if not isinstance(error, LoginFailed) and not (isinstance(error, FTPError) and error.client_fault):
             _log.failure("Login error", Failure(error))
+        # Answer every failure at the same time after PASS, however quick the
+        # check was, so timing tells nothing about which users exist.
+        remaining = started + factory.login_failure_delay - factory.reactor.seconds()
+        if remaining > 0:
+            await deferLater(factory.reactor, remaining)
+        if proto.login_failures >= factory.max_login_failures:
+            proto.reply(Reply.NOT_LOGGED_IN, "Login incorrect; too many failures, closing connection.")
+            proto._close_control()
+            return
         raise LoginFailed() from None
     proto.session, proto.storage = session, storage
     proto.state.logged_in = True

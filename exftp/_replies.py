@@ -66,18 +66,24 @@ def format_reply(code: int, text: str | Iterable[str]) -> bytes:
     """
     Frame a reply as RFC 959 single-line or multi-line text, UTF-8 encoded.
 
-    A multi-line reply repeats the code on its last line; body lines that
-    begin with a digit are indented so that no client mistakes them for the end.
+    A multi-line reply repeats the code on its last line; body lines are
+    indented so that no client mistakes one for the end. Text that cannot be
+    encoded (lone surrogates from undecodable file names) is replaced, never
+    an error.
+
+    @raise ValueError: when C{code} is not a three-digit reply code.
     """
+    if not 100 <= code <= 599:
+        raise ValueError(f"Not a reply code: {code!r}")
     lines = [text] if isinstance(text, str) else list(text)
     lines = [_clean(line) for line in lines] or [""]
     if len(lines) == 1:
-        return f"{code} {lines[0]}\r\n".encode()
+        return f"{code} {lines[0]}\r\n".encode("utf-8", "replace")
     out = [f"{code}-{lines[0]}"]
     for line in lines[1:-1]:
-        out.append(" " + line if line[:1].isdigit() or not line.startswith(" ") else line)
+        out.append(line if line.startswith(" ") else " " + line)
     out.append(f"{code} {lines[-1]}")
-    return ("\r\n".join(out) + "\r\n").encode()
+    return ("\r\n".join(out) + "\r\n").encode("utf-8", "replace")
 
 
 def quote_path(path: str) -> str:

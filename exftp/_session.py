@@ -116,12 +116,17 @@ def canonical_verb(verb: str) -> str:
 
 def check(state: SessionState, verb: str, argument: str) -> None:
     """
-    Check that C{verb} with C{argument} may be sent now, and forget a
-    pending RNFR unless this is its RNTO. A REST offset is kept until a
-    transfer uses it (as vsftpd does: clients send PASV or TYPE in between).
+    Check that C{verb} with C{argument} may be sent now, and forget
+    one-shot state (RNFR, REST) that this command does not use.
+
+    One-shot state is forgotten even when the command is refused: RNTO must
+    immediately follow RNFR, and a transfer immediately follow REST (RFC 959).
 
     @raise FTPError: the reply that refuses the command.
     """
+    rename_from, state.rename_from = state.rename_from, None
+    if verb not in _USES_RESTART:
+        state.restart_offset = 0
     rule = RULES.get(verb)
     if rule is None:
         raise UnknownCommand(f"Command {verb} not understood.")
@@ -133,10 +138,9 @@ def check(state: SessionState, verb: str, argument: str) -> None:
         raise CommandSyntaxError(f"{verb} takes no argument.")
     if verb == "PASS" and (state.username is None or state.logged_in):
         raise BadSequence("Login with USER first." if not state.logged_in else "Already logged in.")
-    rename_from, state.rename_from = state.rename_from, None
-    if verb == "RNTO" and rename_from is None:
-        raise BadSequence("RNFR required first.")
     if verb == "RNTO":
+        if rename_from is None:
+            raise BadSequence("RNFR required first.")
         state.rename_from = rename_from
 
 

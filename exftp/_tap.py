@@ -100,6 +100,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421.", float],
         ["data-timeout", None, 60.0, "Seconds to wait for a data connection.", float],
         ["banner", None, "exftp ready.", "Greeting text of the 220 reply."],
+        ["login-failure-delay", None, 1.0, "Seconds before a failed login is answered.", float],
+        ["max-login-failures", None, 3, "Failed logins after which the connection is closed.", int],
     ]
     optFlags = [
         ["allow-foreign-addresses", None, "Allow PORT/EPRT to other hosts and low ports (FXP; unsafe)."],
@@ -183,6 +185,8 @@ def makeService(options: Options) -> service.MultiService:
         idle_timeout=options["idle-timeout"],
         data_timeout=options["data-timeout"],
         allow_foreign_addresses=bool(options["allow-foreign-addresses"]),
+        login_failure_delay=options["login-failure-delay"],
+        max_login_failures=options["max-login-failures"],
     )
     top = service.MultiService()
     _ShutdownService(factory).setServiceParent(top)

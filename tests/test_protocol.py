@@ -112,14 +112,52 @@ class GreetingAndLoginTests(SynchronousTestCase):
         self.assertEqual(client.send("PASS secret"), ["230 Login successful."])
         self.assertEqual(client.auth.logins[0].username, "alice")
 
+    def _fail_login(self, client: _Client, user: str, password: str) -> tuple[list[str], list[str]]:
+        """Send a failing login; return the replies before and after the delay."""
+        client.send(f"USER {user}")
+        early = client.send(f"PASS {password}")
+        client.reactor.advance(client.factory.login_failure_delay)
+        client.pump()
+        return early, client.replies()
+
     def test_wrong_password_and_unknown_user_look_alike(self) -> None:
         client = _Client()
-        client.send("USER alice")
-        wrong = client.send("PASS nope")
-        client.send("USER nobody")
-        unknown = client.send("PASS secret")
-        self.assertEqual(wrong, ["530 Login incorrect."])
+        wrong = self._fail_login(client, "alice", "nope")
+        unknown = self._fail_login(client, "nobody", "secret")
+        self.assertEqual(wrong, ([], ["530 Login incorrect."]))
         self.assertEqual(wrong, unknown)
+
+    def test_disconnect_after_too_many_failures(self) -> None:
+        client = _Client(max_login_failures=2)
+        self._fail_login(client, "alice", "1")
+        self.assertFalse(client.transport.disconnecting)
+        _early, late = self._fail_login(client, "alice", "2")
+        self.assertEqual(late[0][:4], "530 ")
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_good_login_after_a_failure(self) -> None:
+        client = _Client()
+        self._fail_login(client, "alice", "wrong")
+        client.login()
+
+    def test_revoked_session_ends(self) -> None:
+        client = _Client()
+        client.login()
+        self.assertEqual(client.send("PWD")[0][:4], "257 ")
+        client.auth.users["alice"] = "changed"
+        self.assertEqual(client.send("PWD")[0][:4], "421 ")
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_revalidation_error_ends_session(self) -> None:
+        client = _Client()
+        client.login()
+
+        def broken(session: Session) -> Deferred[bool]:
+            return fail(RuntimeError("auth service down"))
+
+        client.auth.authenticated = broken  # type: ignore[method-assign]
+        self.assertEqual(client.send("PWD")[0][:4], "421 ")
+        self.flushLoggedErrors(RuntimeError)
 
     def test_pass_without_user(self) -> None:
         self.assertEqual(_Client().send("PASS x")[0][:4], "503 ")
@@ -502,7 +540,7 @@ class RobustnessTests(SynchronousTestCase):
         self.assertEqual(client.send("NOOP")[0][:4], "200 ")
 
     def test_storage_factory_failure_refuses_login(self) -> None:
-        client = _Client()
+        client = _Client(login_failure_delay=0)
         client.factory.storage_factory = _BrokenStorageFactory()
         client.send("USER alice")
         self.assertEqual(client.send("PASS secret")[0][:4], "530 ")
