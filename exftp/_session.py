@@ -116,17 +116,16 @@ def canonical_verb(verb: str) -> str:
 
 def check(state: SessionState, verb: str, argument: str) -> None:
     """
-    Check that C{verb} with C{argument} may be sent now, and forget
-    one-shot state (RNFR, REST) that this command does not use.
+    Check that C{verb} with C{argument} may be sent now, and forget a
+    pending RNFR unless this is its RNTO (even when the command is refused:
+    RNTO must immediately follow RNFR).
 
-    One-shot state is forgotten even when the command is refused: RNTO must
-    immediately follow RNFR, and a transfer immediately follow REST (RFC 959).
+    A REST offset is kept until a transfer uses it, as vsftpd and pyftpdlib
+    do: clients such as ftplib and lftp send PASV or TYPE between REST and RETR.
 
     @raise FTPError: the reply that refuses the command.
     """
     rename_from, state.rename_from = state.rename_from, None
-    if verb not in _USES_RESTART:
-        state.restart_offset = 0
     rule = RULES.get(verb)
     if rule is None:
         raise UnknownCommand(f"Command {verb} not understood.")
