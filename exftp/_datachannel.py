@@ -22,6 +22,7 @@ from ._ascii import AsciiDecoder, AsciiEncoder
 from ._errors import DataConnectionFailed
 from ._interfaces import IWriteFile
 
+_CONNECTION_DONE = Failure(internet_error.ConnectionDone())
 _log = Logger(namespace="exftp.data")
 
 
@@ -57,7 +58,7 @@ class DataConnection(Protocol):
         if self._sink is not None:
             self._sink.write(data)
 
-    def connectionLost(self, reason: Failure = internet_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         if self._sink is not None:
             self._sink.unregisterProducer()
             self._sink = None

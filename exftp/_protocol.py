@@ -4,8 +4,8 @@ The FTP control connection: decode, parse, check, dispatch, reply.
 
 from __future__ import annotations
 
-import ipaddress
 import io
+import ipaddress
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import error as internet_error
 from twisted.internet.address import IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
-from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IConsumer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
@@ -45,6 +45,7 @@ from .storage._streaming import StreamingReader
 if TYPE_CHECKING:
     from ._factory import FTPFactory
 
+_CONNECTION_DONE = Failure(internet_error.ConnectionDone())
 _log = Logger(namespace="exftp")
 
 Handler = Callable[["FTPProtocol", str], Awaitable[None]]
@@ -118,7 +119,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self.setTimeout(self.factory.idle_timeout)
         self.reply(Reply.SERVICE_READY, self.factory.banner)
 
-    def connectionLost(self, reason: Failure = internet_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._disconnected = True
         self.setTimeout(None)
         self.factory.sessions.discard(self)

@@ -113,13 +113,19 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["authenticator"] = None
 
     def opt_port(self, spec: str) -> None:
-        """Listen on this endpoint (repeatable), e.g. tcp:2121 or ssl:990:privateKey=k.pem. Default: tcp:2121:interface=127.0.0.1"""
+        """
+        Listen on this Twisted endpoint (repeatable), e.g. tcp:2121 or
+        ssl:990:privateKey=key.pem. Default: tcp:2121:interface=127.0.0.1
+        """
         self["ports"].append(spec)
 
     opt_p = opt_port
 
     def opt_auth(self, spec: str) -> None:  # type: ignore[override]
-        """Who may log in: anonymous (default, read-only), noauth, passthrough, or a twisted.cred string such as memory:alice:secret, file:PATH or unix."""
+        """
+        Who may log in: anonymous (default, read-only), noauth, passthrough,
+        or a twisted.cred string such as memory:alice:secret, file:PATH or unix.
+        """
         self["authenticator"] = make_authenticator(spec)
 
     def postOptions(self) -> None:

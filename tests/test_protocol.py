@@ -18,7 +18,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from exftp import FTPFactory, Session, StorageUnavailable
+from exftp import FileNotFound, FTPFactory, Session, StorageUnavailable
 from exftp._datachannel import DataConnection
 from exftp.testing import MemoryAuthenticator, MemoryStorage, MemoryStorageFactory
 
@@ -460,7 +460,7 @@ class TransferTests(SynchronousTestCase):
         _close(proto, clean=False)
         self.client.pump()
         self.assertEqual([r[:4] for r in self.client.replies()], ["426 ", "226 "])
-        self.assertRaises(Exception, self.client.storage.read_file, "/slow.bin")
+        self.assertRaises(FileNotFound, self.client.storage.read_file, "/slow.bin")
 
     def test_abor_idle(self) -> None:
         self.assertEqual(self.client.send("ABOR")[0][:4], "225 ")
@@ -555,5 +555,5 @@ class RobustnessTests(SynchronousTestCase):
         proto.dataReceived(b"data")
         client.proto.connectionLost(Failure(internet_error.ConnectionLost()))
         client.pump()
-        self.assertRaises(Exception, client.storage.read_file, "/gone.bin")
+        self.assertRaises(FileNotFound, client.storage.read_file, "/gone.bin")
         self.assertNotIn(client.proto, client.factory.sessions)
