@@ -5,7 +5,7 @@ The C{twistd exftp} command: options and the service they build.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import service
@@ -34,14 +34,31 @@ _AUTHENTICATORS: dict[str, Callable[[], IAuthenticator]] = {
 }
 
 
-def make_authenticator(spec: str) -> IAuthenticator:
+#: Authenticators that call an HTTP service: C{KIND:URL}.
+HTTP_AUTHENTICATORS = frozenset({"http-basic", "http-digest", "bearer", "webhook"})
+
+
+def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> IAuthenticator:
     """
     Build an authenticator from an C{--auth} string: C{anonymous},
-    C{noauth}, C{passthrough}, or any C{twisted.cred.strcred} checker string
-    (C{memory:alice:secret}, C{file:/etc/ftp.passwd}, C{unix}).
+    C{noauth}, C{passthrough}, an HTTP authenticator C{KIND:URL} (KIND one
+    of L{HTTP_AUTHENTICATORS}, configured further by C{options}), or any
+    C{twisted.cred.strcred} checker string (C{memory:alice:secret},
+    C{file:/etc/ftp.passwd}, C{unix}).
 
     @raise usage.UsageError: when the string names nothing usable.
     """
+    options = options or {}
+    kind, _, argument = spec.partition(":")
+    if kind in HTTP_AUTHENTICATORS:
+        from .auth._http import authenticator_from_spec
+
+        try:
+            return authenticator_from_spec(kind, argument, options)
+        except ValueError as error:
+            raise usage.UsageError(f"--auth {kind}: {error}") from None
+    if options:
+        raise usage.UsageError(f"--auth-option is only for the HTTP authenticators, not {kind}")
     if spec in _AUTHENTICATORS:
         return _AUTHENTICATORS[spec]()
     try:
@@ -55,11 +72,19 @@ def make_authenticator(spec: str) -> IAuthenticator:
 
 def make_storage_factory(spec: str) -> IStorageFactory:
     """
-    Build a storage factory from a C{--storage} string: C{file:DIR} or C{memory}.
+    Build a storage factory from a C{--storage} string: C{file:DIR},
+    C{memory} or C{s3:bucket=NAME[:prefix=P][:region=R]...}.
 
     @raise usage.UsageError: when the string names nothing usable.
     """
     kind, _, argument = spec.partition(":")
+    if kind == "s3":
+        from .storage._s3 import storage_factory_from_spec
+
+        try:
+            return storage_factory_from_spec(argument)
+        except ValueError as error:
+            raise usage.UsageError(f"--storage s3: {error}") from None
     if kind == "file":
         directory = argument or "."
         if not os.path.isdir(directory):
@@ -67,7 +92,7 @@ def make_storage_factory(spec: str) -> IStorageFactory:
         return FileStorageFactory(directory)
     if kind == "memory" and not argument:
         return MemoryStorageFactory()
-    raise usage.UsageError(f"--storage {spec}: unknown storage (use file:DIR or memory)")
+    raise usage.UsageError(f"--storage {spec}: unknown storage (use file:DIR, memory or s3:bucket=NAME)")
 
 
 def parse_port_range(text: str) -> range:
@@ -94,7 +119,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     optParameters = [
         ["root", "r", None, "Serve this directory (shorthand for --storage file:DIR)."],
-        ["storage", "s", None, "Storage: file:DIR or memory. Default: file:<current directory>."],
+        ["storage", "s", None, "Storage: file:DIR, memory or s3:bucket=NAME[:prefix=P]. Default: file:<cwd>."],
         ["passive-ports", None, None, "Port range for passive data connections, e.g. 40000-40100."],
         ["passive-address", None, None, "IPv4 address to announce in PASV replies (public/NAT address)."],
         ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421.", float],
@@ -110,7 +135,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
-        self["authenticator"] = None
+        self["auth"] = "anonymous"
+        self["auth_options"] = {}
 
     def opt_port(self, spec: str) -> None:
         """
@@ -124,17 +150,28 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def opt_auth(self, spec: str) -> None:  # type: ignore[override]
         """
         Who may log in: anonymous (default, read-only), noauth, passthrough,
-        or a twisted.cred string such as memory:alice:secret, file:PATH or unix.
+        http-basic:URL, http-digest:URL, bearer:URL, webhook:URL, or a
+        twisted.cred string such as memory:alice:secret, file:PATH or unix.
         """
-        self["authenticator"] = make_authenticator(spec)
+        self["auth"] = spec
+
+    def opt_auth_option(self, setting: str) -> None:
+        """
+        KEY=VALUE for an HTTP authenticator (repeatable): login_method,
+        authenticated_url, authenticated_method, authenticated_ttl_ms,
+        password_hash_type, timeout.
+        """
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise usage.UsageError(f"--auth-option {setting}: expected KEY=VALUE")
+        self["auth_options"][key] = value
 
     def postOptions(self) -> None:
         if self["root"] and self["storage"]:
             raise usage.UsageError("Use either --root or --storage, not both.")
         storage = self["storage"] or f"file:{self['root'] or os.getcwd()}"
         self["storage_factory"] = make_storage_factory(storage)
-        if self["authenticator"] is None:
-            self["authenticator"] = AnonymousAuthenticator()
+        self["authenticator"] = make_authenticator(self["auth"], self["auth_options"])
         self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
