@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import CommandSyntaxError
+from ._errors import CommandSyntaxError, UnknownCommand
 
 _IAC = 0xFF
 _SE, _SB, _WILL, _DONT = 0xF0, 0xFA, 0xFB, 0xFE
@@ -78,9 +78,9 @@ def parse_command(line: bytes) -> Command:
         raise CommandSyntaxError("Command is not valid UTF-8.") from None
     verb, _, argument = text.lstrip(" ").partition(" ")
     if not verb:
-        raise CommandSyntaxError("Empty command.")
+        raise UnknownCommand("Empty command.")
     if not verb.isascii() or not verb.isalpha() or len(verb) > 8:
-        raise CommandSyntaxError("Malformed command.")
+        raise UnknownCommand("Command not understood.")
     return Command(verb.upper(), argument)
 
 
@@ -107,7 +107,7 @@ def parse_host_port(argument: str) -> tuple[str, int]:
 
 def format_host_port(host: str, port: int) -> str:
     """Format an IPv4 address and port as in a 227 reply: C{h1,h2,h3,h4,p1,p2}."""
-    return ",".join(host.split(".") + [str(port >> 8), str(port & 0xFF)])
+    return ",".join([*host.split("."), str(port >> 8), str(port & 0xFF)])
 
 
 def parse_eprt(argument: str) -> tuple[int, str, int]:
