@@ -66,8 +66,9 @@ def parse_command(line: bytes) -> Command:
     The verb is case-insensitive; the argument keeps its case and inner spaces
     (file names may contain them), only the single separating space is removed.
 
-    @raise CommandSyntaxError: for an empty line, text that is not UTF-8, or
-        a NUL or CR inside the line (RFC 959 allows neither in an argument).
+    @raise CommandSyntaxError: for text that is not UTF-8, or a NUL or CR
+        inside the line (RFC 959 allows neither in an argument).
+    @raise UnknownCommand: for an empty line or a verb that is not 1 to 8 letters.
     """
     line = strip_telnet(line).rstrip(b"\r\n")
     if b"\x00" in line or b"\r" in line or b"\n" in line:
@@ -79,7 +80,7 @@ def parse_command(line: bytes) -> Command:
     verb, _, argument = text.lstrip(" ").partition(" ")
     if not verb:
         raise UnknownCommand("Empty command.")
-    if not verb.isascii() or not verb.isalpha() or len(verb) > 8:
+    if not verb.isascii() or not verb.isalnum() or not verb[0].isalpha() or len(verb) > 8:
         raise UnknownCommand("Command not understood.")
     return Command(verb.upper(), argument)
 

@@ -45,6 +45,13 @@ class UnknownCommand(FTPError):
     default_message = "Command not understood."
 
 
+class NotImplementedCommand(FTPError):
+    """The command is known but not available here (e.g. not supported by the storage)."""
+
+    reply = Reply.NOT_IMPLEMENTED
+    default_message = "Command not implemented."
+
+
 class BadSequence(FTPError):
     """The command is not allowed at this point of the session."""
 

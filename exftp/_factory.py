@@ -32,6 +32,8 @@ class FTPFactory(ServerFactory):
     @param allow_foreign_addresses: let PORT/EPRT name hosts other than the
         client and privileged ports (FXP); unsafe, off by default (RFC 2577).
     @param max_line_length: the longest command line accepted.
+    @param virtual_hosts: host names accepted by HOST (RFC 7151), or C{None}
+        to accept any name for the one default host.
     @param login_failure_delay: seconds after PASS before a failed login is
         answered (slows password guessing).
     @param max_login_failures: failed logins after which the connection is closed.
@@ -53,6 +55,7 @@ class FTPFactory(ServerFactory):
         data_timeout: float = 60.0,
         allow_foreign_addresses: bool = False,
         max_line_length: int = 8192,
+        virtual_hosts: frozenset[str] | None = None,
         login_failure_delay: float = 1.0,
         max_login_failures: int = 3,
     ) -> None:
@@ -70,6 +73,7 @@ class FTPFactory(ServerFactory):
         self.data_timeout = data_timeout
         self.allow_foreign_addresses = allow_foreign_addresses
         self.max_line_length = max_line_length
+        self.virtual_hosts = None if virtual_hosts is None else frozenset(h.lower() for h in virtual_hosts)
         self.login_failure_delay = login_failure_delay
         self.max_login_failures = max_login_failures
         self.sessions: set[FTPProtocol] = set()

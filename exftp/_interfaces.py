@@ -40,6 +40,8 @@ class FileInfo:
     @ivar owner: owner name to show in listings.
     @ivar group: group name to show in listings.
     @ivar links: link count to show in listings.
+    @ivar unique: an identifier that stays the same for the same object
+        (RFC 3659 C{unique} fact), or C{None} where the storage has none.
     """
 
     name: str
@@ -50,6 +52,7 @@ class FileInfo:
     owner: str = "ftp"
     group: str = "ftp"
     links: int = 1
+    unique: str | None = None
 
     @property
     def is_directory(self) -> bool:
@@ -189,6 +192,20 @@ class IStorage(Interface):
         @param mode: replace the content, append to it, or write from
             C{offset} (keeping the bytes before it).
         """
+
+
+class IStorageMetadata(Interface):
+    """
+    Optional: a storage that can change an entry's metadata (MFMT, SITE CHMOD).
+
+    The protocol offers those commands only for storages that provide it.
+    """
+
+    def set_mtime(path: VirtualPath, mtime: float) -> Deferred[None]:
+        """Set the modification time (seconds since the epoch, UTC)."""
+
+    def set_permissions(path: VirtualPath, mode: int) -> Deferred[None]:
+        """Set the POSIX permission bits (e.g. C{0o644})."""
 
 
 class IStorageFactory(Interface):

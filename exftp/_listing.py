@@ -7,6 +7,7 @@ always lists the same way.
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Iterable
 
@@ -83,3 +84,62 @@ def format_mdtm(mtime: float) -> str:
     """A time as RFC 3659 C{YYYYMMDDHHMMSS} in UTC."""
     t = _gmtime(mtime)
     return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}"
+
+
+#: The RFC 3659 facts this server knows, in the order they are listed.
+MLSX_FACTS = ("type", "size", "modify", "perm", "unique", "unix.mode")
+_MLSX_TYPES = {FileKind.FILE: "file", FileKind.DIRECTORY: "dir", FileKind.SYMLINK: "OS.unix=symlink"}
+
+
+def mlsx_line(
+    info: FileInfo, facts: Iterable[str], writable: bool, kind: str | None = None, name: str | None = None
+) -> str:
+    """
+    One RFC 3659 entry: C{fact=value;...; name}, without its line ending.
+
+    @param facts: which of L{MLSX_FACTS} to include.
+    @param writable: whether the user may change the entry (the C{perm} fact).
+    @param kind: a C{type} value that overrides the entry's own (C{cdir}, C{pdir}).
+    @param name: the name to show instead of C{info.name} (e.g. a full path for MLST).
+    """
+    wanted = set(facts)
+    values: list[tuple[str, str]] = []
+    if "type" in wanted:
+        values.append(("type", kind or _MLSX_TYPES[info.kind]))
+    if "size" in wanted and info.kind is FileKind.FILE:
+        values.append(("size", str(info.size)))
+    if "modify" in wanted:
+        values.append(("modify", format_mdtm(info.mtime)))
+    if "perm" in wanted:
+        perms = ("elcdfmp", "el") if info.is_directory else ("radfw", "r")
+        values.append(("perm", perms[0] if writable else perms[1]))
+    if "unique" in wanted and info.unique:
+        values.append(("unique", info.unique))
+    if "unix.mode" in wanted:
+        values.append(("unix.mode", f"0{info.permissions:o}"))
+    return "".join(f"{fact}={value};" for fact, value in values) + " " + (info.name if name is None else name)
+
+
+def format_mlsd(
+    directory: FileInfo, parent: FileInfo | None, entries: Iterable[FileInfo], facts: Iterable[str], writable: bool
+) -> bytes:
+    """A whole MLSD reply body: the directory itself (cdir), its parent (pdir), then its entries."""
+    facts = tuple(facts)
+    lines = [mlsx_line(directory, facts, writable, "cdir", ".")]
+    if parent is not None:
+        lines.append(mlsx_line(parent, facts, writable, "pdir", ".."))
+    lines.extend(mlsx_line(e, facts, writable) for e in entries if _safe(e.name))
+    return "".join(line + "\r\n" for line in lines).encode()
+
+
+def parse_mdtm(text: str) -> float:
+    """
+    Parse an RFC 3659 time C{YYYYMMDDHHMMSS[.sss]} (UTC) into seconds since the epoch.
+
+    @raise ValueError: when the text is not such a time.
+    """
+    whole, _, fraction = text.partition(".")
+    if len(whole) != 14 or not whole.isdigit() or (fraction and not fraction.isdigit()):
+        raise ValueError(f"not a time value: {text!r}")
+    parsed = time.strptime(whole, "%Y%m%d%H%M%S")
+    return calendar.timegm(parsed) + (float("0." + fraction) if fraction else 0.0)

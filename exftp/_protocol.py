@@ -4,8 +4,11 @@ The FTP control connection: decode, parse, check, dispatch, reply.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import ipaddress
+import secrets
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,15 +31,17 @@ from ._errors import (
     BadSequence,
     CommandSyntaxError,
     DataConnectionFailed,
+    FileNotFound,
     FTPError,
     IsADirectory,
     LoginFailed,
     NotADirectory,
+    NotImplementedCommand,
     ParameterNotSupported,
     StorageUnavailable,
     TransferAborted,
 )
-from ._interfaces import FileInfo, IReadFile, IStorage, IWriteFile, Session, WriteMode
+from ._interfaces import FileInfo, IReadFile, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
 from ._paths import VirtualPath
 from ._replies import Reply, format_reply, quote_path
 from ._session import RULES, Access, SessionState, canonical_verb, check
@@ -96,6 +101,9 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self.binary = False
         self.epsv_all = False
         self.login_failures = 0
+        self.mlst_facts: frozenset[str] = frozenset(_listing.MLSX_FACTS)
+        self.hash_name = "SHA-256"
+        self.client_name: str | None = None
         self.peer_host: str | None = None
         self._channel: DataChannel | None = None
         self._transfer: _Transfer | None = None
@@ -337,7 +345,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         )
         self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
 
-    async def transfer_in(self, target: IWriteFile, description: str) -> None:
+    async def transfer_in(self, target: IWriteFile, description: str, opening: str | None = None) -> None:
         """Receive into C{target}: 150, the bytes, then 226 once stored, or 426."""
         try:
             channel = self._take_channel()
@@ -352,7 +360,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         committed = False
         try:
             mode = "BINARY" if self.binary else "ASCII"
-            self.reply(Reply.FILE_STATUS_OK, f"Opening {mode} mode data connection for {description}.")
+            self.reply(Reply.FILE_STATUS_OK, opening or f"Opening {mode} mode data connection for {description}.")
             try:
                 connection = await channel.connection()
             except FTPError:
@@ -500,21 +508,77 @@ async def _syst(proto: FTPProtocol, argument: str) -> None:
     proto.reply(Reply.SYSTEM_TYPE, "UNIX Type: L8")
 
 
-_FEATURES = ("EPRT", "EPSV", "MDTM", "PASV", "REST STREAM", "SIZE", "TVFS", "UTF8")
+#: Hash algorithms of the HASH command (draft-bryan-ftpext-hash), by their FTP names.
+_HASHES: dict[str, Callable[[], Any]] = {
+    "SHA-256": hashlib.sha256,
+    "SHA-1": hashlib.sha1,
+    "MD5": hashlib.md5,
+}
+
+
+def _features(proto: FTPProtocol) -> list[str]:
+    mlst = "".join(f"{fact}{'*' if fact in proto.mlst_facts else ''};" for fact in _listing.MLSX_FACTS)
+    hashes = ";".join(f"{name}{'*' if name == proto.hash_name else ''}" for name in _HASHES)
+    return [
+        "CLNT",
+        "EPRT",
+        "EPSV",
+        f"HASH {hashes}",
+        "HOST",
+        "MDTM",
+        "MFMT",
+        f"MLST {mlst}",
+        "PASV",
+        "REST STREAM",
+        "SIZE",
+        "TVFS",
+        "UTF8",
+    ]
 
 
 @command("FEAT")
 async def _feat(proto: FTPProtocol, argument: str) -> None:
-    proto.reply(Reply.SYSTEM_STATUS, ["Features:", *(" " + f for f in _FEATURES), "End"])
+    proto.reply(Reply.SYSTEM_STATUS, ["Features:", *(" " + f for f in _features(proto)), "End"])
 
 
 @command("OPTS")
 async def _opts(proto: FTPProtocol, argument: str) -> None:
     option, _, value = argument.strip().partition(" ")
-    if option.upper() == "UTF8" and value.strip().upper() in ("ON", ""):
+    option, value = option.upper(), value.strip()
+    if option == "UTF8" and value.upper() in ("ON", ""):
         proto.reply(Reply.COMMAND_OK, "Always in UTF8 mode.")
-        return
-    raise ParameterNotSupported(f"Option {option} not understood.")
+    elif option == "MLST":
+        known = {fact.lower(): fact for fact in _listing.MLSX_FACTS}
+        chosen = [known[f.lower()] for f in value.split(";") if f.lower() in known]
+        proto.mlst_facts = frozenset(chosen)
+        proto.reply(Reply.COMMAND_OK, "MLST OPTS " + "".join(f"{f};" for f in chosen))
+    elif option == "HASH":
+        if not value:
+            proto.reply(Reply.COMMAND_OK, proto.hash_name)
+        elif value.upper() in _HASHES:
+            proto.hash_name = value.upper()
+            proto.reply(Reply.COMMAND_OK, proto.hash_name)
+        else:
+            raise ParameterNotSupported(f"Unknown hash algorithm {value}.")
+    else:
+        raise ParameterNotSupported(f"Option {option} not understood.")
+
+
+@command("CLNT")
+async def _clnt(proto: FTPProtocol, argument: str) -> None:
+    proto.client_name = argument.strip()[:100]
+    proto.reply(Reply.COMMAND_OK, "Noted.")
+
+
+@command("HOST")
+async def _host(proto: FTPProtocol, argument: str) -> None:
+    if proto.state.logged_in or proto.state.username is not None:
+        raise BadSequence("HOST must come before USER.")
+    hosts = proto.factory.virtual_hosts
+    name = argument.strip().lower()
+    if hosts is not None and name not in hosts:
+        raise ParameterNotSupported(f"Unknown host {argument.strip()}.")
+    proto.reply(Reply.SERVICE_READY, f"Host {argument.strip()} accepted.")
 
 
 @command("HELP")
@@ -532,6 +596,12 @@ async def _help(proto: FTPProtocol, argument: str) -> None:
 
 @command("STAT")
 async def _stat(proto: FTPProtocol, argument: str) -> None:
+    if argument.strip():
+        entries = await _listing_entries(proto, argument)
+        now = proto.factory.reactor.seconds()
+        lines = [_listing.list_line(e, now) for e in entries if _listing._safe(e.name)]
+        proto.reply(Reply.FILE_STATUS, ["Status follows:", *lines, "End of status."])
+        return
     user = proto.session.username if proto.session else "?"
     lines = [
         "FTP server status:",
@@ -785,6 +855,153 @@ async def _list(proto: FTPProtocol, argument: str) -> None:
 async def _nlst(proto: FTPProtocol, argument: str) -> None:
     entries = await _listing_entries(proto, argument)
     await proto.transfer_out(_bytes_reader(proto, _listing.format_nlst(entries)), "file list")
+
+
+def _writable(proto: FTPProtocol) -> bool:
+    return proto.session is not None and not proto.session.read_only
+
+
+@command("MLSD")
+async def _mlsd(proto: FTPProtocol, argument: str) -> None:
+    path = proto.resolve(argument.strip()) if argument.strip() else proto.cwd
+    info: FileInfo = await proto.call(proto.fs.stat, path)
+    if not info.is_directory:
+        raise CommandSyntaxError("MLSD needs a directory; use MLST for a file.")
+    parent = None if path.is_root else await proto.call(proto.fs.stat, path.parent)
+    entries = await proto.call(proto.fs.list, path)
+    body = _listing.format_mlsd(info, parent, entries, proto.mlst_facts, _writable(proto))
+    await proto.transfer_out(_bytes_reader(proto, body), "MLSD listing")
+
+
+@command("MLST")
+async def _mlst(proto: FTPProtocol, argument: str) -> None:
+    path = proto.resolve(argument.strip()) if argument.strip() else proto.cwd
+    info: FileInfo = await proto.call(proto.fs.stat, path)
+    line = _listing.mlsx_line(info, proto.mlst_facts, _writable(proto), name=str(path))
+    proto.reply(Reply.FILE_ACTION_OK, [f"Listing {path}", " " + line, "End."])
+
+
+def _metadata(proto: FTPProtocol, what: str) -> IStorageMetadata:
+    storage = proto.fs
+    if not IStorageMetadata.providedBy(storage):
+        raise NotImplementedCommand(f"{what} is not supported by this storage.")
+    return storage  # type: ignore[return-value]
+
+
+@command("MFMT")
+async def _mfmt(proto: FTPProtocol, argument: str) -> None:
+    stamp, _, name = argument.strip().partition(" ")
+    try:
+        mtime = _listing.parse_mdtm(stamp)
+    except ValueError:
+        raise CommandSyntaxError("MFMT needs YYYYMMDDHHMMSS and a path.") from None
+    if not name:
+        raise CommandSyntaxError("MFMT needs YYYYMMDDHHMMSS and a path.")
+    path = proto.resolve(name)
+    await proto.call(_metadata(proto, "MFMT").set_mtime, path, mtime)
+    proto.reply(Reply.FILE_STATUS, f"Modify={stamp}; {name}")
+
+
+_SITE_HELP = ["SITE commands:", " CHMOD <mode> <path>", " HELP", "End."]
+
+
+@command("SITE")
+async def _site(proto: FTPProtocol, argument: str) -> None:
+    sub, _, rest = argument.strip().partition(" ")
+    sub = sub.upper()
+    if sub == "HELP":
+        proto.reply(Reply.HELP_MESSAGE, _SITE_HELP)
+    elif sub == "CHMOD":
+        mode_text, _, name = rest.strip().partition(" ")
+        try:
+            mode = int(mode_text, 8)
+        except ValueError:
+            raise CommandSyntaxError("SITE CHMOD needs an octal mode and a path.") from None
+        if not name or not 0 <= mode <= 0o7777:
+            raise CommandSyntaxError("SITE CHMOD needs an octal mode and a path.")
+        await proto.call(_metadata(proto, "SITE CHMOD").set_permissions, proto.resolve(name), mode)
+        proto.reply(Reply.COMMAND_OK, "SITE CHMOD command ok.")
+    else:
+        raise CommandSyntaxError(f"Unknown SITE command {sub}.")
+
+
+@implementer(IConsumer)
+class _DigestConsumer:
+    """Feeds everything written to it into a hash function."""
+
+    def __init__(self, update: Callable[[bytes], None]) -> None:
+        self._update = update
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self._update(data)
+
+
+async def _digest(proto: FTPProtocol, argument: str, update: Callable[[bytes], None]) -> tuple[VirtualPath, int]:
+    """Stream a file through C{update}; return its path and size."""
+    path = proto.resolve(argument.strip().strip('"'))
+    source: IReadFile = await proto.call(proto.fs.open_read, path, 0)
+    try:
+        size = await proto.call(source.send, _DigestConsumer(update))
+    finally:
+        await source.close()
+    return path, int(size)
+
+
+@command("HASH")
+async def _hash(proto: FTPProtocol, argument: str) -> None:
+    digest = _HASHES[proto.hash_name]()
+    path, size = await _digest(proto, argument, digest.update)
+    proto.reply(Reply.FILE_STATUS, f"{proto.hash_name} 0-{size} {digest.hexdigest()} {path.name}")
+
+
+def _x_digest(factory: Callable[[], Any]) -> Handler:
+    async def handler(proto: FTPProtocol, argument: str) -> None:
+        digest = factory()
+        await _digest(proto, argument, digest.update)
+        proto.reply(Reply.FILE_ACTION_OK, digest.hexdigest())
+
+    return handler
+
+
+class _Crc32:
+    """A CRC-32 with the hashlib interface, for XCRC."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes) -> None:
+        self._value = zlib.crc32(data, self._value)
+
+    def hexdigest(self) -> str:
+        return f"{self._value:08X}"
+
+
+command("XCRC")(_x_digest(_Crc32))
+command("XMD5")(_x_digest(hashlib.md5))
+command("XSHA1")(_x_digest(hashlib.sha1))
+command("XSHA256")(_x_digest(hashlib.sha256))
+
+
+@command("STOU")
+async def _stou(proto: FTPProtocol, argument: str) -> None:
+    base = argument.strip() or "file"
+    for _attempt in range(10):
+        path = proto.resolve(f"{base}.{secrets.token_hex(4)}")
+        try:
+            await proto.call(proto.fs.stat, path)
+        except FileNotFound:
+            break
+    else:
+        raise StorageUnavailable("Could not find a unique name.")
+    proto.state.restart_offset = 0
+    target: IWriteFile = await proto.call(proto.fs.open_write, path, WriteMode.TRUNCATE, 0)
+    await proto.transfer_in(target, str(path), opening=f"FILE: {path.name}")
 
 
 @command("RETR")

@@ -79,7 +79,19 @@ RULES: dict[str, Rule] = {
     "SIZE": Rule(_L, _REQ),
     "MDTM": Rule(_L, _REQ),
     "ALLO": Rule(_L, _OPT),
-    "STAT": Rule(_L, _NO),
+    "STAT": Rule(_L, _OPT),
+    "STOU": Rule(_L, _OPT),
+    "MLSD": Rule(_L, _OPT),
+    "MLST": Rule(_L, _OPT),
+    "MFMT": Rule(_L, _REQ),
+    "SITE": Rule(_L, _REQ),
+    "HASH": Rule(_L, _REQ),
+    "XCRC": Rule(_L, _REQ),
+    "XMD5": Rule(_L, _REQ),
+    "XSHA1": Rule(_L, _REQ),
+    "XSHA256": Rule(_L, _REQ),
+    "CLNT": Rule(_A, _OPT),
+    "HOST": Rule(_A, _REQ),
 }
 
 #: Old or alternative spellings (RFC 775 X-commands).

@@ -558,3 +558,126 @@ class RobustnessTests(SynchronousTestCase):
         client.pump()
         self.assertRaises(FileNotFound, client.storage.read_file, "/gone.bin")
         self.assertNotIn(client.proto, client.factory.sessions)
+
+
+class ModernCommandTests(SynchronousTestCase):
+    """RFC 2389/3659/7151 and the hash commands."""
+
+    def setUp(self) -> None:
+        self.client = _Client()
+        self.client.storage.add_file("/dir/a.txt", b"hello world")
+        self.client.login()
+        self.client.send("TYPE I")
+
+    def _download(self, command: str) -> tuple[list[str], bytes]:
+        factory = self.client.passive()
+        proto, transport = self.client.connect(factory)
+        first = self.client.send(command)
+        _close(proto)
+        self.client.pump()
+        return first + self.client.replies(), transport.value()
+
+    def test_feat_is_honest(self) -> None:
+        features = [line.strip() for line in self.client.send("FEAT")[1:-1]]
+        self.assertIn("MLST type*;size*;modify*;perm*;unique*;unix.mode*;", features)
+        self.assertIn("HASH SHA-256*;SHA-1;MD5", features)
+        self.assertIn("REST STREAM", features)
+        for feature in features:
+            verb = feature.split()[0]
+            if verb not in ("REST", "TVFS", "UTF8"):
+                self.assertNotEqual(self.client.send(f"HELP {verb}")[0][:4], "501 ", verb)
+
+    def test_mlst(self) -> None:
+        reply = self.client.send("MLST dir/a.txt")
+        self.assertEqual(reply[0], "250-Listing /dir/a.txt")
+        facts, name = reply[1][1:].rsplit(" ", 1)
+        self.assertEqual(name, "/dir/a.txt")
+        parsed = dict(item.split("=", 1) for item in facts.rstrip(";").split(";"))
+        self.assertEqual(parsed["type"], "file")
+        self.assertEqual(parsed["size"], "11")
+        self.assertEqual(parsed["perm"], "radfw")
+        self.assertEqual(parsed["unix.mode"], "0644")
+        self.assertEqual(len(parsed["modify"]), 14)
+        self.assertEqual(reply[-1], "250 End.")
+
+    def test_opts_mlst_selects_facts(self) -> None:
+        self.assertEqual(self.client.send("OPTS MLST type;size;bogus;"), ["200 MLST OPTS type;size;"])
+        reply = self.client.send("MLST dir")
+        self.assertEqual(reply[1], " type=dir; /dir")
+
+    def test_mlsd(self) -> None:
+        replies, data = self._download("MLSD dir")
+        self.assertEqual([r[:4] for r in replies], ["150 ", "226 "])
+        lines = data.decode().split("\r\n")
+        self.assertTrue(lines[0].startswith("type=cdir;"))
+        self.assertTrue(lines[0].endswith(" ."))
+        self.assertTrue(lines[1].startswith("type=pdir;"))
+        self.assertTrue(lines[2].startswith("type=file;size=11;"))
+        self.assertTrue(lines[2].endswith(" a.txt"))
+
+    def test_mlsd_of_a_file(self) -> None:
+        self.client.passive()
+        self.assertEqual(self.client.send("MLSD dir/a.txt")[0][:4], "501 ")
+
+    def test_read_only_perm(self) -> None:
+        client = _Client()
+        client.storage.add_file("/f", b"")
+        client.login("reader", "pw")
+        self.assertIn("perm=r;", client.send("MLST f")[1])
+        self.assertIn("perm=el;", client.send("MLST /")[1])
+
+    def test_hash(self) -> None:
+        import hashlib
+
+        self.assertEqual(
+            self.client.send("HASH dir/a.txt"),
+            [f"213 SHA-256 0-11 {hashlib.sha256(b'hello world').hexdigest()} a.txt"],
+        )
+        self.assertEqual(self.client.send("OPTS HASH MD5"), ["200 MD5"])
+        self.assertEqual(self.client.send("HASH dir/a.txt")[0].split()[3], hashlib.md5(b"hello world").hexdigest())
+        self.assertEqual(self.client.send("OPTS HASH CRC-99")[0][:4], "504 ")
+        self.assertEqual(self.client.send("HASH nope")[0][:4], "550 ")
+
+    def test_x_hashes(self) -> None:
+        import hashlib
+        import zlib
+
+        self.assertEqual(self.client.send("XMD5 dir/a.txt"), ["250 " + hashlib.md5(b"hello world").hexdigest()])
+        self.assertEqual(self.client.send('XSHA256 "dir/a.txt"'), ["250 " + hashlib.sha256(b"hello world").hexdigest()])
+        self.assertEqual(self.client.send("XCRC dir/a.txt"), [f"250 {zlib.crc32(b'hello world'):08X}"])
+
+    def test_stou(self) -> None:
+        factory = self.client.passive()
+        proto, _transport = self.client.connect(factory)
+        first = self.client.send("STOU report")
+        self.assertTrue(first[0].startswith("150 FILE: report."), first)
+        name = first[0].split("FILE: ")[1]
+        proto.dataReceived(b"unique")
+        _close(proto)
+        self.client.pump()
+        self.assertEqual(self.client.replies()[0][:4], "226 ")
+        self.assertEqual(self.client.storage.read_file("/" + name), b"unique")
+
+    def test_stat_path(self) -> None:
+        reply = self.client.send("STAT dir")
+        self.assertEqual(reply[0], "213-Status follows:")
+        self.assertTrue(reply[1].startswith(" -rw-r--r--") or reply[1].startswith("-rw-r--r--"))
+        self.assertTrue(reply[1].endswith(" a.txt"))
+        self.assertEqual(reply[-1], "213 End of status.")
+        self.assertEqual(self.client.send("STAT nope")[0][:4], "550 ")
+
+    def test_site(self) -> None:
+        self.assertEqual(self.client.send("SITE HELP")[0][:4], "214-")
+        self.assertEqual(self.client.send("SITE FOO")[0][:4], "501 ")
+        self.assertEqual(self.client.send("SITE CHMOD xyz dir/a.txt")[0][:4], "501 ")
+
+    def test_clnt_and_host(self) -> None:
+        client = _Client(virtual_hosts=frozenset({"ftp.example.com"}))
+        self.assertEqual(client.send("CLNT lftp 4.9")[0][:4], "200 ")
+        self.assertEqual(client.send("HOST other.example")[0][:4], "504 ")
+        self.assertEqual(client.send("HOST FTP.example.com")[0][:4], "220 ")
+        client.login()
+        self.assertEqual(client.send("HOST ftp.example.com")[0][:4], "503 ")
+
+    def test_host_default(self) -> None:
+        self.assertEqual(_Client().send("HOST anything")[0][:4], "220 ")
