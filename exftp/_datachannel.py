@@ -124,6 +124,8 @@ class PassiveChannel(DataChannel):
         self._waiters: list[Deferred[DataConnection]] = []
         self._timer: Any = None
         self._failed: Exception | None = None
+        #: Called once when the listening port closes.
+        self.on_stop: Callable[[], None] | None = None
 
     def listen(self, interface: str, ports: range | None) -> int:
         """
@@ -173,6 +175,8 @@ class PassiveChannel(DataChannel):
         if self.port is not None:
             self.port.stopListening()
             self.port = None
+            if self.on_stop is not None:
+                self.on_stop()
 
     def connection(self) -> Deferred[DataConnection]:
         if self._connection is not None:

@@ -4,16 +4,19 @@ The factory: configuration shared by every session of one server.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
+from ._defender import Defender
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._protocol import FTPProtocol
 
 _log = Logger(namespace="exftp")
+_DEFAULT: Any = object()
 
 
 class FTPFactory(ServerFactory):
@@ -34,6 +37,15 @@ class FTPFactory(ServerFactory):
     @param max_line_length: the longest command line accepted.
     @param virtual_hosts: host names accepted by HOST (RFC 7151), or C{None}
         to accept any name for the one default host.
+    @param max_sessions: control connections allowed at once; more get 421.
+    @param max_sessions_per_ip: control connections allowed at once from one address.
+    @param max_passive_listeners: passive data ports open at once; more get 425.
+    @param login_timeout: seconds a connection may take to log in (421 after).
+    @param stalled_timeout: seconds without a byte moving after which a
+        transfer is aborted (426); 0 disables it.
+    @param defender: bans addresses after repeated failed logins; C{None}
+        disables it (the default is L{Defender}'s: 20 failures in 10 minutes
+        ban for 15 minutes).
     @param login_failure_delay: seconds after PASS before a failed login is
         answered (slows password guessing).
     @param max_login_failures: failed logins after which the connection is closed.
@@ -56,6 +68,12 @@ class FTPFactory(ServerFactory):
         allow_foreign_addresses: bool = False,
         max_line_length: int = 8192,
         virtual_hosts: frozenset[str] | None = None,
+        max_sessions: int = 1000,
+        max_sessions_per_ip: int = 50,
+        max_passive_listeners: int = 1000,
+        login_timeout: float = 60.0,
+        stalled_timeout: float = 300.0,
+        defender: Defender | None = _DEFAULT,  # type: ignore[assignment]
         login_failure_delay: float = 1.0,
         max_login_failures: int = 3,
     ) -> None:
@@ -76,7 +94,64 @@ class FTPFactory(ServerFactory):
         self.virtual_hosts = None if virtual_hosts is None else frozenset(h.lower() for h in virtual_hosts)
         self.login_failure_delay = login_failure_delay
         self.max_login_failures = max_login_failures
+        self.max_sessions = max_sessions
+        self.max_sessions_per_ip = max_sessions_per_ip
+        self.max_passive_listeners = max_passive_listeners
+        self.login_timeout = login_timeout
+        self.stalled_timeout = stalled_timeout
+        self.defender = Defender() if defender is _DEFAULT else defender
         self.sessions: set[FTPProtocol] = set()
+        self.passive_listeners = 0
+        self._per_address: Counter[str] = Counter()
+
+    def admit(self, session: FTPProtocol) -> str | None:
+        """
+        Register a new control connection, unless a limit or a ban refuses it.
+
+        @return: C{None} when admitted, else the text of the 421 reply.
+        """
+        address = session.peer_host or ""
+        if self.defender is not None and self.defender.is_banned(address, self.reactor.seconds()):
+            return "Too many failed logins from your address; try again later."
+        if len(self.sessions) >= self.max_sessions:
+            return "Too many connections; try again later."
+        if self._per_address[address] >= self.max_sessions_per_ip:
+            return "Too many connections from your address; try again later."
+        self.sessions.add(session)
+        self._per_address[address] += 1
+        return None
+
+    def release(self, session: FTPProtocol) -> None:
+        """Forget a control connection that L{admit} registered."""
+        if session in self.sessions:
+            self.sessions.discard(session)
+            address = session.peer_host or ""
+            self._per_address[address] -= 1
+            if self._per_address[address] <= 0:
+                del self._per_address[address]
+
+    def login_failed(self, address: str | None) -> bool:
+        """
+        Tell the defender about a failed login.
+
+        @return: whether the address is now banned.
+        """
+        if self.defender is None or address is None:
+            return False
+        now = self.reactor.seconds()
+        if not self.defender.failed(address, now):
+            return False
+        _log.warn(
+            "Banned {address} for {seconds:.0f}s after repeated failed logins; banned now: {bans}",
+            address=address,
+            seconds=self.defender.ban_seconds,
+            bans=sorted(self.defender.banned(now)),
+        )
+        return True
+
+    def passive_listener_closed(self) -> None:
+        """Count down a closed passive listener."""
+        self.passive_listeners = max(0, self.passive_listeners - 1)
 
     def shutdown(self) -> Deferred[Any]:
         """

@@ -10,14 +10,15 @@ import ipaddress
 import secrets
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as internet_error
 from twisted.internet.address import IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IConsumer
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
@@ -26,7 +27,15 @@ from zope.interface import implementer
 
 from . import _listing
 from ._commands import Command, format_host_port, parse_command, parse_eprt, parse_host_port, parse_list_argument
-from ._datachannel import ActiveChannel, AsciiReceivingFile, AsciiSendingConsumer, DataChannel, PassiveChannel
+from ._datachannel import (
+    ActiveChannel,
+    AsciiReceivingFile,
+    AsciiSendingConsumer,
+    CountingConsumer,
+    DataChannel,
+    DataConnection,
+    PassiveChannel,
+)
 from ._errors import (
     BadSequence,
     CommandSyntaxError,
@@ -58,7 +67,7 @@ Handler = Callable[["FTPProtocol", str], Awaitable[None]]
 _HANDLERS: dict[str, Handler] = {}
 #: Commands handled at once even while another command is running.
 _IMMEDIATE = frozenset({"ABOR", "NOOP", "STAT"})
-#: Lines that may wait while a command runs before the client is cut off.
+#: Lines that may wait while a command runs before reading is paused.
 _MAX_QUEUED_LINES = 64
 
 
@@ -76,10 +85,22 @@ def command(*verbs: str) -> Callable[[Handler], Handler]:
 class _Transfer:
     """The transfer that is running, so that ABOR and disconnects can stop it."""
 
-    def __init__(self, channel: DataChannel) -> None:
+    def __init__(self, channel: DataChannel, started: float) -> None:
         self.channel = channel
+        self.started = started
         self.aborted = False
+        self.stalled = False
         self.bytes = 0
+
+    def count(self, size: int) -> None:
+        """Note that C{size} more bytes moved."""
+        self.bytes += size
+
+    def aborted_error(self) -> TransferAborted:
+        """The error that reports this transfer's end."""
+        if self.stalled:
+            return TransferAborted("Transfer stalled: no data moved; transfer aborted.")
+        return TransferAborted()
 
 
 class FTPProtocol(LineReceiver, TimeoutMixin):
@@ -112,25 +133,48 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self._running: Deferred[None] | None = None
         self._after_command: list[Deferred[None]] = []
         self._disconnected = False
+        self._discarding = False
+        self._login_timer: Any = None
         #: Fires when the control connection is gone.
         self.closed: Deferred[None] = Deferred()
 
     # Connection life cycle
 
     def connectionMade(self) -> None:
-        self.MAX_LENGTH = self.factory.max_line_length
-        self.callLater = self.factory.reactor.callLater  # type: ignore[method-assign]
+        factory = self.factory
+        self.MAX_LENGTH = factory.max_line_length
+        self.callLater = factory.reactor.callLater  # type: ignore[method-assign]
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer_host = getattr(peer, "host", None)
-        self.factory.sessions.add(self)
+        refusal = factory.admit(self)
+        if refusal is not None:
+            _log.info("Refused connection from {peer}: {why}", peer=self.peer_host, why=refusal)
+            self.reply(Reply.SERVICE_NOT_AVAILABLE, refusal)
+            self._disconnected = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
         _log.info("Connection from {peer}", peer=self.peer_host)
-        self.setTimeout(self.factory.idle_timeout)
-        self.reply(Reply.SERVICE_READY, self.factory.banner)
+        self.setTimeout(factory.idle_timeout)
+        if factory.login_timeout:
+            self._login_timer = factory.reactor.callLater(factory.login_timeout, self._login_expired)
+        self.reply(Reply.SERVICE_READY, factory.banner)
+
+    def _login_expired(self) -> None:
+        self._login_timer = None
+        if not self.state.logged_in:
+            self.reply(Reply.SERVICE_NOT_AVAILABLE, "Login timeout: closing control connection.")
+            self._close_control()
+
+    def _cancel_login_timer(self) -> None:
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._disconnected = True
         self.setTimeout(None)
-        self.factory.sessions.discard(self)
+        self._cancel_login_timer()
+        self.factory.release(self)
         self._queue.clear()
         if self._transfer is not None:
             self._transfer.aborted = True
@@ -163,20 +207,31 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
     # Line handling
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.reply(Reply.SYNTAX_ERROR, "Command line too long.")
-        self._close_control()
+        """
+        Answer 500 once for an over-long line and drop it, up to its end,
+        without buffering it; the lines after it are served as usual.
+        """
+        if not self._discarding:
+            self.reply(Reply.SYNTAX_ERROR, "Command line too long.")
+        _overlong, delimiter, rest = line.partition(self.delimiter)
+        self._discarding = not delimiter
+        if rest:
+            self.dataReceived(rest)
 
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()
+        if self._discarding:
+            self._discarding = False
+            return
         if self._busy:
             verb = line.strip().split(b" ", 1)[0].upper().lstrip(b"\xff\xf4\xf2")
             if verb.decode("ascii", "replace") in _IMMEDIATE:
                 self._handle(line)
-            elif len(self._queue) >= _MAX_QUEUED_LINES:
-                self.reply(Reply.SERVICE_NOT_AVAILABLE, "Too many queued commands.")
-                self._close_control()
-            else:
-                self._queue.append(line)
+                return
+            self._queue.append(line)
+            if len(self._queue) >= _MAX_QUEUED_LINES and not self.paused:
+                # Pipelined commands wait in the socket, not in memory.
+                self.pauseProducing()
             return
         self._handle(line)
 
@@ -258,6 +313,8 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             waiter.callback(None)
         while self._queue and not self._busy and not self._disconnected:
             self._handle(self._queue.popleft())
+        if self.paused and not self._queue and not self._disconnected:
+            self.resumeProducing()
 
     # Helpers for handlers
 
@@ -298,6 +355,64 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
 
     # Transfers
 
+    @asynccontextmanager
+    async def _transferring(self, channel: DataChannel, opening: str) -> AsyncIterator[_Transfer]:
+        """
+        Run one transfer on C{channel}: send the 150 reply, suspend the idle
+        timeout, watch for a stall, and release the channel at the end.
+        """
+        transfer = self._transfer = _Transfer(channel, self.factory.reactor.seconds())
+        self.setTimeout(None)
+        watchdog = self._watch(transfer)
+        try:
+            self.reply(Reply.FILE_STATUS_OK, opening)
+            yield transfer
+        finally:
+            if watchdog is not None and watchdog.running:
+                watchdog.stop()
+            channel.close()
+            self._transfer = None
+            if not self._disconnected:
+                self.setTimeout(self.factory.idle_timeout)
+
+    def _watch(self, transfer: _Transfer) -> LoopingCall | None:
+        """Abort C{transfer} when no byte moves for C{stalled_timeout} seconds."""
+        timeout = self.factory.stalled_timeout
+        if not timeout:
+            return None
+        seen = [0]
+
+        def check() -> None:
+            if transfer.bytes == seen[0]:
+                _log.info("Transfer for {peer} stalled; aborting it", peer=self.peer_host)
+                transfer.stalled = transfer.aborted = True
+                transfer.channel.close()
+            seen[0] = transfer.bytes
+
+        watchdog = LoopingCall(check)
+        watchdog.clock = self.factory.reactor
+        watchdog.start(timeout, now=False)
+        return watchdog
+
+    async def _connect(self, channel: DataChannel) -> DataConnection:
+        try:
+            return await channel.connection()
+        except FTPError:
+            raise
+        except Exception:
+            raise DataConnectionFailed() from None
+
+    def _transferred(self, verb: str, description: str, transfer: _Transfer) -> None:
+        _log.info(
+            "{user} {verb} {path}: {bytes} bytes in {seconds:.3f}s",
+            user=self.session.username if self.session else None,
+            verb=verb,
+            path=description,
+            bytes=transfer.bytes,
+            seconds=self.factory.reactor.seconds() - transfer.started,
+        )
+        self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
+
     async def transfer_out(self, source: IReadFile, description: str) -> None:
         """Send C{source} over the data connection: 150, the bytes, then 226 or 426."""
         try:
@@ -305,45 +420,27 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         except FTPError:
             await source.close()
             raise
-        transfer = self._transfer = _Transfer(channel)
         size = f" ({source.size} bytes)" if source.size is not None else ""
         mode = "BINARY" if self.binary else "ASCII"
-        started = self.factory.reactor.seconds()
-        self.setTimeout(None)
         try:
-            self.reply(Reply.FILE_STATUS_OK, f"Opening {mode} mode data connection for {description}{size}.")
-            try:
-                connection = await channel.connection()
-            except FTPError:
-                raise
-            except Exception:
-                raise DataConnectionFailed() from None
-            consumer: IConsumer = connection.tcp
-            if not self.binary:
-                consumer = AsciiSendingConsumer(consumer)
-            send = source.send(consumer)
-            connection.closed.addCallback(_cancel_unless_done, send)
-            try:
-                transfer.bytes = await send
-            except Exception:
-                raise TransferAborted() from None
-            clean = await connection.close()
-            if transfer.aborted or not clean:
-                raise TransferAborted()
+            opening = f"Opening {mode} mode data connection for {description}{size}."
+            async with self._transferring(channel, opening) as transfer:
+                connection = await self._connect(channel)
+                consumer: IConsumer = CountingConsumer(connection.tcp, transfer.count)
+                if not self.binary:
+                    consumer = AsciiSendingConsumer(consumer)
+                send = source.send(consumer)
+                connection.closed.addCallback(_cancel_unless_done, send)
+                try:
+                    await send
+                except Exception:
+                    raise transfer.aborted_error() from None
+                clean = await connection.close()
+                if transfer.aborted or not clean:
+                    raise transfer.aborted_error()
         finally:
             await source.close()
-            channel.close()
-            self._transfer = None
-            if not self._disconnected:
-                self.setTimeout(self.factory.idle_timeout)
-        _log.info(
-            "{user} downloaded {path}: {bytes} bytes in {seconds:.3f}s",
-            user=self.session.username if self.session else None,
-            path=description,
-            bytes=transfer.bytes,
-            seconds=self.factory.reactor.seconds() - started,
-        )
-        self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
+        self._transferred("downloaded", description, transfer)
 
     async def transfer_in(self, target: IWriteFile, description: str, opening: str | None = None) -> None:
         """Receive into C{target}: 150, the bytes, then 226 once stored, or 426."""
@@ -352,44 +449,25 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         except FTPError:
             await target.abort()
             raise
-        transfer = self._transfer = _Transfer(channel)
-        started = self.factory.reactor.seconds()
         upload: IWriteFile = target if self.binary else AsciiReceivingFile(target)
-        counter = _CountingWriteFile(upload, transfer)
-        self.setTimeout(None)
+        mode = "BINARY" if self.binary else "ASCII"
         committed = False
         try:
-            mode = "BINARY" if self.binary else "ASCII"
-            self.reply(Reply.FILE_STATUS_OK, opening or f"Opening {mode} mode data connection for {description}.")
-            try:
-                connection = await channel.connection()
-            except FTPError:
-                raise
-            except Exception:
-                raise DataConnectionFailed() from None
-            clean = await connection.receive(counter)
-            if transfer.aborted or not clean:
-                raise TransferAborted()
-            await self.call(upload.finish)
-            committed = True
+            opening = opening or f"Opening {mode} mode data connection for {description}."
+            async with self._transferring(channel, opening) as transfer:
+                connection = await self._connect(channel)
+                clean = await connection.receive(_CountingWriteFile(upload, transfer))
+                if transfer.aborted or not clean:
+                    raise transfer.aborted_error()
+                await self.call(upload.finish)
+                committed = True
         finally:
             if not committed:
                 try:
                     await upload.abort()
                 except Exception:
                     _log.failure("Aborting upload of {path} failed", path=description)
-            channel.close()
-            self._transfer = None
-            if not self._disconnected:
-                self.setTimeout(self.factory.idle_timeout)
-        _log.info(
-            "{user} uploaded {path}: {bytes} bytes in {seconds:.3f}s",
-            user=self.session.username if self.session else None,
-            path=description,
-            bytes=transfer.bytes,
-            seconds=self.factory.reactor.seconds() - started,
-        )
-        self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
+        self._transferred("uploaded", description, transfer)
 
     async def abort_transfer(self) -> bool:
         """
@@ -431,7 +509,7 @@ class _CountingWriteFile:
         self._upload.unregisterProducer()
 
     def write(self, data: bytes) -> None:
-        self._transfer.bytes += len(data)
+        self._transfer.count(len(data))
         self._upload.write(data)
 
 
@@ -463,6 +541,7 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
         raise
     except Exception as error:
         proto.login_failures += 1
+        banned = factory.login_failed(proto.peer_host)
         _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
                   peer=proto.peer_host, count=proto.login_failures)
         if not isinstance(error, LoginFailed) and not (isinstance(error, FTPError) and error.client_fault):
@@ -472,6 +551,10 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
         remaining = started + factory.login_failure_delay - factory.reactor.seconds()
         if remaining > 0:
             await deferLater(factory.reactor, remaining)
+        if banned:
+            proto.reply(Reply.SERVICE_NOT_AVAILABLE, "Too many failed logins from your address; try again later.")
+            proto._close_control()
+            return
         if proto.login_failures >= factory.max_login_failures:
             proto.reply(Reply.NOT_LOGGED_IN, "Login incorrect; too many failures, closing connection.")
             proto._close_control()
@@ -479,6 +562,7 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
         raise LoginFailed() from None
     proto.session, proto.storage = session, storage
     proto.state.logged_in = True
+    proto._cancel_login_timer()
     proto.cwd = VirtualPath.root()
     _log.info("Login of {user!r} from {peer}", user=session.username, peer=proto.peer_host)
     proto.reply(Reply.USER_LOGGED_IN, "Login successful.")
@@ -672,8 +756,12 @@ def _passive(proto: FTPProtocol) -> int:
     proto._close_channel()
     factory = proto.factory
     local: Any = proto.transport.getHost()  # type: ignore[union-attr]
+    if factory.passive_listeners >= factory.max_passive_listeners:
+        raise DataConnectionFailed("Too many passive connections; try again later.")
     channel = PassiveChannel(factory.reactor, proto.peer_host, factory.data_timeout)
     port = channel.listen(local.host, factory.passive_ports)
+    factory.passive_listeners += 1
+    channel.on_stop = factory.passive_listener_closed
     proto._channel = channel
     return port
 

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from ._defender import Defender
 from ._factory import FTPFactory
 from ._interfaces import IAuthenticator, IStorageFactory
 from .auth._cred import CredentialsCheckerAuthenticator
@@ -127,6 +128,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["banner", None, "exftp ready.", "Greeting text of the 220 reply."],
         ["login-failure-delay", None, 1.0, "Seconds before a failed login is answered.", float],
         ["max-login-failures", None, 3, "Failed logins after which the connection is closed.", int],
+        ["login-timeout", None, 60.0, "Seconds a client may take to log in.", float],
+        ["stalled-timeout", None, 300.0, "Seconds without data moving before a transfer is aborted (0: never).", float],
+        ["max-sessions", None, 1000, "Control connections allowed at once.", int],
+        ["max-sessions-per-ip", None, 50, "Control connections allowed at once from one address.", int],
+        ["max-passive-listeners", None, 1000, "Passive data ports open at once.", int],
+        ["ban-threshold", None, 20, "Failed logins from one address within --ban-window that ban it (0: off).", int],
+        ["ban-window", None, 600.0, "Seconds over which failed logins are counted for a ban.", float],
+        ["ban-time", None, 900.0, "Seconds a banned address is refused.", float],
     ]
     optFlags = [
         ["allow-foreign-addresses", None, "Allow PORT/EPRT to other hosts and low ports (FXP; unsafe)."],
@@ -230,6 +239,14 @@ def makeService(options: Options) -> service.MultiService:
         allow_foreign_addresses=bool(options["allow-foreign-addresses"]),
         login_failure_delay=options["login-failure-delay"],
         max_login_failures=options["max-login-failures"],
+        login_timeout=options["login-timeout"],
+        stalled_timeout=options["stalled-timeout"],
+        max_sessions=options["max-sessions"],
+        max_sessions_per_ip=options["max-sessions-per-ip"],
+        max_passive_listeners=options["max-passive-listeners"],
+        defender=Defender(options["ban-threshold"], options["ban-window"], options["ban-time"])
+        if options["ban-threshold"] > 0
+        else None,
     )
     top = service.MultiService()
     _ShutdownService(factory).setServiceParent(top)

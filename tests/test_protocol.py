@@ -198,8 +198,18 @@ class GreetingAndLoginTests(SynchronousTestCase):
 
     def test_too_long_line(self) -> None:
         client = _Client(max_line_length=100)
-        self.assertEqual(client.send("NOOP " + "x" * 200)[0][:4], "500 ")
-        self.assertTrue(client.transport.disconnecting)
+        self.assertEqual(client.send("NOOP " + "x" * 200), ["500 Command line too long."])
+        self.assertFalse(client.transport.disconnecting)
+        self.assertEqual(client.send("SYST"), ["215 UNIX Type: L8"])
+
+    def test_too_long_line_in_pieces_is_never_buffered(self) -> None:
+        client = _Client(max_line_length=100)
+        client.replies()
+        for _ in range(50):
+            client.proto.dataReceived(b"A" * 1000)
+            self.assertLessEqual(len(client.proto._buffer), 1100)
+        client.proto.dataReceived(b"tail\r\nSYST\r\n")
+        self.assertEqual(client.replies(), ["500 Command line too long.", "215 UNIX Type: L8"])
 
 
 class ParameterTests(SynchronousTestCase):
@@ -681,3 +691,104 @@ class ModernCommandTests(SynchronousTestCase):
 
     def test_host_default(self) -> None:
         self.assertEqual(_Client().send("HOST anything")[0][:4], "220 ")
+
+
+class HardeningTests(SynchronousTestCase):
+    """Limits, timeouts and the defender (RFC 2577)."""
+
+    def test_pipelined_commands_in_order_with_bounded_queue(self) -> None:
+        client = _Client()
+        client.storage.add_file("/f", b"x")
+        client.login()
+        factory = client.passive()
+        proto, _transport = client.connect(factory)
+        client.replies()
+        client.proto.dataReceived(b"STOR g\r\n" + b"".join(b"SIZE f\r\n" for _ in range(1000)))
+        self.assertLessEqual(len(client.proto._queue), 1000)
+        self.assertTrue(client.proto.paused)
+        _close(proto)
+        client.pump()
+        replies = client.replies()
+        self.assertEqual(replies[:2], ["150 Opening ASCII mode data connection for /g.", "226 Transfer complete."])
+        self.assertEqual(replies[2:], ["213 1"] * 1000)
+        self.assertFalse(client.proto.paused)
+
+    def test_session_limits(self) -> None:
+        client = _Client(max_sessions_per_ip=1)
+        second = client.factory.buildProtocol(IPv4Address("TCP", CLIENT, 50001))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", CLIENT, 50001))
+        second.makeConnection(transport)
+        self.assertEqual(transport.value(), b"421 Too many connections from your address; try again later.\r\n")
+        self.assertTrue(transport.disconnecting)
+        second.connectionLost(Failure(internet_error.ConnectionDone()))
+        self.assertEqual(len(client.factory.sessions), 1)
+        client.proto.connectionLost(Failure(internet_error.ConnectionDone()))
+        self.assertEqual(client.factory.sessions, set())
+
+    def test_total_session_limit(self) -> None:
+        client = _Client(max_sessions=1)
+        other = client.factory.buildProtocol(IPv4Address("TCP", "10.1.1.1", 50001))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.1.1", 50001))
+        other.makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"421 Too many connections;"))
+
+    def test_login_timeout(self) -> None:
+        client = _Client(login_timeout=10)
+        client.replies()
+        client.reactor.advance(11)
+        self.assertEqual(client.replies(), ["421 Login timeout: closing control connection."])
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_login_timeout_cancelled_by_login(self) -> None:
+        client = _Client(login_timeout=10)
+        client.login()
+        client.reactor.advance(11)
+        self.assertEqual(client.send("NOOP")[0][:4], "200 ")
+
+    def test_defender_bans_across_sessions(self) -> None:
+        from exftp._defender import Defender
+
+        defender = Defender(threshold=3, window_seconds=60, ban_seconds=100)
+        client = _Client(defender=defender, max_login_failures=10, login_failure_delay=0)
+        for _ in range(2):
+            client.send("USER alice")
+            self.assertEqual(client.send("PASS bad")[0][:4], "530 ")
+        client.send("USER alice")
+        self.assertEqual(client.send("PASS bad")[0][:4], "421 ")
+        self.assertTrue(client.transport.disconnecting)
+        again = client.factory.buildProtocol(IPv4Address("TCP", CLIENT, 50002))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", CLIENT, 50002))
+        again.makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"421 Too many failed logins"))
+        client.reactor.advance(101)
+        later = client.factory.buildProtocol(IPv4Address("TCP", CLIENT, 50003))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", CLIENT, 50003))
+        later.makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"220 "))
+
+    def test_passive_listener_limit(self) -> None:
+        client = _Client(max_passive_listeners=1)
+        client.login()
+        client.passive()
+        other = _Client()
+        other.factory = client.factory
+        self.assertEqual(client.factory.passive_listeners, 1)
+        client.send("PASV")
+        self.assertEqual(client.factory.passive_listeners, 1)
+        client.send("ABOR")
+        self.assertEqual(client.factory.passive_listeners, 0)
+
+    def test_stalled_transfer_is_aborted(self) -> None:
+        client = _Client(stalled_timeout=30)
+        client.login()
+        factory = client.passive()
+        proto, _transport = client.connect(factory)
+        client.send("STOR slow")
+        proto.dataReceived(b"a")
+        client.reactor.advance(31)
+        self.assertEqual(client.replies(), [])
+        client.reactor.advance(30)
+        _close(proto, clean=False)
+        client.pump()
+        self.assertEqual(client.replies(), ["426 Transfer stalled: no data moved; transfer aborted."])
+        self.assertRaises(FileNotFound, client.storage.read_file, "/slow")
