@@ -15,6 +15,7 @@ from ._errors import (
     IsADirectory,
     LoginFailed,
     NotADirectory,
+    NotImplementedCommand,
     NotLoggedIn,
     ParameterNotSupported,
     PermissionDenied,
@@ -31,6 +32,7 @@ from ._interfaces import (
     IReadFile,
     IStorage,
     IStorageFactory,
+    IStorageMetadata,
     IWriteFile,
     Session,
     WriteMode,
@@ -39,6 +41,14 @@ from ._paths import VirtualPath
 from ._protocol import FTPProtocol
 from ._replies import Reply
 from .auth._cred import CredentialsCheckerAuthenticator
+from .auth._http import (
+    AuthenticationUnavailable,
+    BearerAuthenticator,
+    HTTPBasicAuthenticator,
+    HTTPDigestAuthenticator,
+    WebhookAuthenticator,
+    authenticator_from_spec,
+)
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
 from .storage._local import FileStorage, FileStorageFactory
 from .storage._memory import MemoryStorage, MemoryStorageFactory
@@ -47,7 +57,9 @@ from .storage._readonly import ReadOnlyStorage
 __all__ = [
     "AlreadyExists",
     "AnonymousAuthenticator",
+    "AuthenticationUnavailable",
     "BadSequence",
+    "BearerAuthenticator",
     "CommandSyntaxError",
     "CredentialsCheckerAuthenticator",
     "DataConnectionFailed",
@@ -60,10 +72,13 @@ __all__ = [
     "FileNotFound",
     "FileStorage",
     "FileStorageFactory",
+    "HTTPBasicAuthenticator",
+    "HTTPDigestAuthenticator",
     "IAuthenticator",
     "IReadFile",
     "IStorage",
     "IStorageFactory",
+    "IStorageMetadata",
     "IWriteFile",
     "InsufficientStorage",
     "InvalidPath",
@@ -73,6 +88,7 @@ __all__ = [
     "MemoryStorageFactory",
     "NoAuthAuthenticator",
     "NotADirectory",
+    "NotImplementedCommand",
     "NotLoggedIn",
     "ParameterNotSupported",
     "PassthroughAuthenticator",
@@ -85,7 +101,9 @@ __all__ = [
     "TransferAborted",
     "UnknownCommand",
     "VirtualPath",
+    "WebhookAuthenticator",
     "WriteMode",
+    "authenticator_from_spec",
 ]
 
 __version__ = "0.1.0"

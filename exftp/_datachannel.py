@@ -38,6 +38,7 @@ class DataConnection(Protocol):
         #: Fires with C{True} when the connection closed cleanly, C{False} when it broke.
         self.closed: Deferred[bool] = Deferred()
         self._sink: IConsumer | None = None
+        self._lost = False
 
     @property
     def tcp(self) -> Any:
@@ -59,6 +60,7 @@ class DataConnection(Protocol):
             self._sink.write(data)
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        self._lost = True
         if self._sink is not None:
             self._sink.unregisterProducer()
             self._sink = None
@@ -67,13 +69,13 @@ class DataConnection(Protocol):
 
     def close(self) -> Deferred[bool]:
         """Close after the buffered bytes are sent; fires once closed."""
-        if self.transport is not None and not self.closed.called:
+        if self.transport is not None and not self._lost:
             self.transport.loseConnection()
         return self.closed
 
     def abort(self) -> None:
         """Close at once, dropping what is unsent."""
-        if self.transport is not None and not self.closed.called:
+        if self.transport is not None and not self._lost:
             self.tcp.abortConnection()
 
 
@@ -124,6 +126,7 @@ class PassiveChannel(DataChannel):
         self._waiters: list[Deferred[DataConnection]] = []
         self._timer: Any = None
         self._failed: Exception | None = None
+        self._stopping: Deferred[None] | None = None
         #: Called once when the listening port closes.
         self.on_stop: Callable[[], None] | None = None
 
@@ -173,10 +176,16 @@ class PassiveChannel(DataChannel):
             self._timer.cancel()
         self._timer = None
         if self.port is not None:
-            self.port.stopListening()
+            stopped: Any = self.port.stopListening()
+            self._stopping = stopped if isinstance(stopped, Deferred) else succeed(None)
             self.port = None
             if self.on_stop is not None:
                 self.on_stop()
+
+    def released(self) -> Deferred[None]:
+        """Fires once the listening port is closed, so that it can be listened on again."""
+        stopping, self._stopping = self._stopping, None
+        return stopping if stopping is not None else succeed(None)
 
     def connection(self) -> Deferred[DataConnection]:
         if self._connection is not None:

@@ -178,6 +178,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self._queue.clear()
         if self._transfer is not None:
             self._transfer.aborted = True
+            self._transfer.channel.close()
         self._close_channel()
         if self._running is not None and not self._running.called:
             self._running.cancel()
@@ -195,6 +196,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
     def _close_control(self) -> None:
         if self._transfer is not None:
             self._transfer.aborted = True
+            self._transfer.channel.close()
         self._close_channel()
         if self.transport is not None:
             self.transport.loseConnection()
@@ -275,6 +277,9 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             valid = await maybeDeferred(self.factory.authenticator.authenticated, session)
         except CancelledError:
             raise
+        except FTPError as error:
+            _log.warn("Re-validation of {user!r} failed: {why}", user=session.username, why=error.message)
+            valid, text = False, "Authentication service unavailable; closing control connection."
         except Exception:
             _log.failure("Re-validation of {user!r} failed", user=session.username)
             valid, text = False, "Authentication service unavailable; closing control connection."
@@ -544,7 +549,9 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
         banned = factory.login_failed(proto.peer_host)
         _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
                   peer=proto.peer_host, count=proto.login_failures)
-        if not isinstance(error, LoginFailed) and not (isinstance(error, FTPError) and error.client_fault):
+        if isinstance(error, FTPError) and not isinstance(error, LoginFailed) and not error.client_fault:
+            _log.warn("Login of {user!r} could not be checked: {why}", user=username, why=error.message)
+        elif not isinstance(error, FTPError):
             _log.failure("Login error", Failure(error))
         # Answer every failure at the same time after PASS, however quick the
         # check was, so timing tells nothing about which users exist.
@@ -752,8 +759,11 @@ async def _rest(proto: FTPProtocol, argument: str) -> None:
 # Data connection set-up
 
 
-def _passive(proto: FTPProtocol) -> int:
+async def _passive(proto: FTPProtocol) -> int:
+    previous = proto._channel
     proto._close_channel()
+    if isinstance(previous, PassiveChannel):
+        await previous.released()
     factory = proto.factory
     local: Any = proto.transport.getHost()  # type: ignore[union-attr]
     if factory.passive_listeners >= factory.max_passive_listeners:
@@ -773,7 +783,7 @@ async def _pasv(proto: FTPProtocol, argument: str) -> None:
     address = proto.factory.passive_address or proto.transport.getHost().host  # type: ignore[union-attr]
     if ipaddress.ip_address(address).version != 4:
         raise ParameterNotSupported("PASV needs IPv4; use EPSV.")
-    port = _passive(proto)
+    port = await _passive(proto)
     proto.reply(Reply.ENTERING_PASSIVE_MODE, f"Entering Passive Mode ({format_host_port(address, port)}).")
 
 
@@ -790,7 +800,7 @@ async def _epsv(proto: FTPProtocol, argument: str) -> None:
             proto.reply(522, f"Network protocol not supported, use ({family}).")
             return
         raise CommandSyntaxError("Unrecognised EPSV argument.")
-    port = _passive(proto)
+    port = await _passive(proto)
     proto.reply(Reply.ENTERING_EXTENDED_PASSIVE_MODE, f"Entering Extended Passive Mode (|||{port}|).")
 
 

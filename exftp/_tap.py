@@ -4,6 +4,7 @@ The C{twistd exftp} command: options and the service they build.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,6 +14,7 @@ from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -20,6 +22,7 @@ from ._defender import Defender
 from ._factory import FTPFactory
 from ._interfaces import IAuthenticator, IStorageFactory
 from .auth._cred import CredentialsCheckerAuthenticator
+from .auth._http import HTTP_AUTHENTICATORS, authenticator_from_spec
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
 from .storage._local import FileStorageFactory
 from .storage._memory import MemoryStorageFactory
@@ -35,10 +38,6 @@ _AUTHENTICATORS: dict[str, Callable[[], IAuthenticator]] = {
 }
 
 
-#: Authenticators that call an HTTP service: C{KIND:URL}.
-HTTP_AUTHENTICATORS = frozenset({"http-basic", "http-digest", "bearer", "webhook"})
-
-
 def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> IAuthenticator:
     """
     Build an authenticator from an C{--auth} string: C{anonymous},
@@ -52,8 +51,6 @@ def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> I
     options = options or {}
     kind, _, argument = spec.partition(":")
     if kind in HTTP_AUTHENTICATORS:
-        from .auth._http import authenticator_from_spec
-
         try:
             return authenticator_from_spec(kind, argument, options)
         except ValueError as error:
@@ -106,6 +103,47 @@ def parse_port_range(text: str) -> range:
     if not 1 <= first <= last <= 65535:
         raise usage.UsageError(f"--passive-ports {text}: ports must be 1-65535, LOW <= HIGH")
     return range(first, last + 1)
+
+
+#: Numeric options that must be 0 or more.
+_NON_NEGATIVE = (
+    "idle-timeout",
+    "data-timeout",
+    "login-failure-delay",
+    "max-login-failures",
+    "login-timeout",
+    "stalled-timeout",
+    "max-sessions",
+    "max-sessions-per-ip",
+    "max-passive-listeners",
+    "ban-threshold",
+    "ban-window",
+    "ban-time",
+)
+
+
+def check_endpoint(description: str) -> None:
+    """
+    Check that C{description} is a server endpoint string, without listening.
+
+    @raise usage.UsageError: when Twisted cannot parse it.
+    """
+    try:
+        endpoints.serverFromString(MemoryReactor(), description)
+    except Exception as error:
+        raise usage.UsageError(f"--port {description}: {error}") from None
+
+
+def check_ipv4(address: str) -> None:
+    """
+    Check that C{address} is an IPv4 address (PASV can only announce IPv4).
+
+    @raise usage.UsageError: when it is not.
+    """
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise usage.UsageError(f"--passive-address {address}: must be an IPv4 address") from None
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
@@ -173,6 +211,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         key, sep, value = setting.partition("=")
         if not sep or not key:
             raise usage.UsageError(f"--auth-option {setting}: expected KEY=VALUE")
+        if key in self["auth_options"]:
+            raise usage.UsageError(f"--auth-option {key}: given twice")
         self["auth_options"][key] = value
 
     def postOptions(self) -> None:
@@ -184,6 +224,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
+        for description in self["ports"]:
+            check_endpoint(description)
+        if self["passive-address"] is not None:
+            check_ipv4(self["passive-address"])
+        for name in _NON_NEGATIVE:
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} {self[name]}: must not be negative")
 
 
 class _ListeningService(service.Service):

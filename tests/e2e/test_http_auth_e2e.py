@@ -1,0 +1,238 @@
+"""
+HTTP logins end to end: C{twistd exftp --auth webhook:URL} against an auth
+service on 127.0.0.1, with ftplib as the client.
+
+The auth service is Python's C{http.server} in a thread of the test process,
+answering like an ex_ftp webhook (query parameters C{username} and
+C{password_hash}), with per-user JSON settings.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import hashlib
+import io
+import json
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FTPServer, code, list_lines, retr_bytes, run_twistd
+
+#: user name to (password, JSON settings or None)
+USERS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "alice": ("alice-Pw-1", {"root": "/alice"}),
+    "bob": ("bob-Pw-2", {"read_only": True}),
+    "carol": ("carol-Pw-3", None),
+    "dave": ("dave-Pw-4", {"root": "../../dave"}),
+}
+
+
+class AuthService:
+    """
+    An ex_ftp-style webhook: 200 (with JSON settings where a user has some)
+    when C{password_hash} is the SHA-256 of the user's password, else 403.
+    """
+
+    def __init__(self) -> None:
+        self.users = {name: entry for name, entry in USERS.items()}
+        self.requests: list[tuple[str, dict[str, list[str]]]] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                service.requests.append((url.path, query))
+                name = query.get("username", [""])[0]
+                offered = query.get("password_hash", [""])[0]
+                entry = service.users.get(name)
+                if entry is None or offered != hashlib.sha256(entry[0].encode()).hexdigest():
+                    self.send_response(403)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = b"ok" if entry[1] is None else json.dumps(entry[1]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain" if entry[1] is None else "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def auth_service() -> Iterator[AuthService]:
+    service = AuthService()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def hook_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hook-root")
+    for name in ["alice", "bob", "dave"]:
+        (root / name).mkdir()
+        (root / name / f"{name}.txt").write_bytes(f"{name}'s file\n".encode())
+    (root / "top.txt").write_bytes(b"for everyone\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hook_server(start_server: Callable[..., FTPServer], auth_service: AuthService, hook_root: Path) -> FTPServer:
+    """A server whose logins are checked by the webhook."""
+    return start_server("--auth", "webhook:" + auth_service.url("/login"), root=hook_root)
+
+
+def _login(server: FTPServer, user: str) -> ftplib.FTP:
+    return server.login(user, USERS[user][0])
+
+
+def test_right_and_wrong_passwords(hook_server: FTPServer, auth_service: AuthService) -> None:
+    client = hook_server.connect()
+    try:
+        with pytest.raises(ftplib.error_perm) as refused:
+            client.login("carol", "wrong")
+        assert code(refused.value) == 530
+        assert client.login("carol", USERS["carol"][0]).startswith("230")
+        assert "top.txt" in client.nlst()
+    finally:
+        client.close()
+    path, query = auth_service.requests[-1]
+    assert path == "/login"
+    assert query == {"username": ["carol"], "password_hash": [hashlib.sha256(b"carol-Pw-3").hexdigest()]}
+
+
+def test_unknown_user_is_refused(hook_server: FTPServer) -> None:
+    with pytest.raises(ftplib.error_perm) as refused:
+        hook_server.login("mallory", "alice-Pw-1")
+    assert code(refused.value) == 530
+
+
+def test_json_root_keeps_the_user_in_her_folder(hook_server: FTPServer, hook_root: Path) -> None:
+    client = _login(hook_server, "alice")
+    try:
+        assert client.pwd() == "/"
+        assert client.nlst() == ["alice.txt"]
+        client.cwd("..")
+        assert client.pwd() == "/"
+        assert retr_bytes(client, "/alice.txt") == b"alice's file\n"
+        with pytest.raises(ftplib.error_perm) as missing:
+            retr_bytes(client, "/../top.txt")
+        assert code(missing.value) == 550
+        client.storbinary("STOR new.txt", io.BytesIO(b"written by alice"))
+    finally:
+        client.close()
+    assert (hook_root / "alice" / "new.txt").read_bytes() == b"written by alice"
+    assert not (hook_root / "new.txt").exists()
+
+
+def test_dot_dot_in_a_json_root_stays_under_the_storage(hook_server: FTPServer) -> None:
+    client = _login(hook_server, "dave")
+    try:
+        assert client.nlst() == ["dave.txt"]
+    finally:
+        client.close()
+
+
+def test_json_read_only_refuses_stor(hook_server: FTPServer, hook_root: Path) -> None:
+    client = _login(hook_server, "bob")
+    try:
+        assert retr_bytes(client, "/top.txt") == b"for everyone\n"
+        with pytest.raises(ftplib.error_perm) as denied:
+            client.storbinary("STOR /bob/upload.txt", io.BytesIO(b"nope"))
+        assert code(denied.value) == 550
+        with pytest.raises(ftplib.error_perm) as denied:
+            client.mkd("/bob/sub")
+        assert code(denied.value) == 550
+    finally:
+        client.close()
+    assert not (hook_root / "bob" / "upload.txt").exists()
+
+
+def test_passwords_never_logged(hook_server: FTPServer) -> None:
+    start = hook_server.log_position()
+    with pytest.raises(ftplib.error_perm):
+        hook_server.login("alice", "not-" + USERS["alice"][0])
+    _login(hook_server, "alice").close()
+    hook_server.wait_for_log("Login of 'alice'", start=start)
+    log = hook_server.log()
+    for password, _ in [*USERS.values(), ("not-" + USERS["alice"][0], None)]:
+        assert password not in log
+        assert hashlib.sha256(password.encode()).hexdigest() not in log
+
+
+@pytest.mark.server_traceback_expected
+def test_auth_service_down_refuses_logins(
+    start_server: Callable[..., FTPServer], auth_service: AuthService, tmp_path: Path
+) -> None:
+    """A service that cannot be reached: 530 (never an open door), and the server keeps running."""
+    probe = AuthService()
+    url = probe.url("/login")
+    probe.stop()
+    server = start_server("--auth", "webhook:" + url, "--auth-option", "timeout=5", root=tmp_path)
+    for _ in range(2):
+        with pytest.raises(ftplib.error_perm) as refused:
+            server.login("carol", USERS["carol"][0])
+        assert code(refused.value) == 530
+    assert server.alive()
+
+
+def test_revoked_user_loses_the_session(
+    start_server: Callable[..., FTPServer], auth_service: AuthService, tmp_path: Path
+) -> None:
+    """With authenticated_ttl_ms=0 every command re-checks the session's own credential."""
+    server = start_server(
+        "--auth", "webhook:" + auth_service.url("/login"),
+        "--auth-option", "authenticated_url=" + auth_service.url("/check"),
+        "--auth-option", "authenticated_ttl_ms=0",
+        root=tmp_path,
+    )  # fmt: skip
+    auth_service.users["erin"] = ("erin-Pw-5", None)
+    client = server.login("erin", "erin-Pw-5")
+    try:
+        assert client.pwd() == "/"
+        path, query = auth_service.requests[-1]
+        assert path == "/check"
+        assert query["password_hash"] == [hashlib.sha256(b"erin-Pw-5").hexdigest()]
+        del auth_service.users["erin"]
+        with pytest.raises(ftplib.error_temp) as ended:
+            client.pwd()
+        assert code(ended.value) == 421
+        path, query = auth_service.requests[-1]
+        assert (path, query["username"]) == ("/check", ["erin"])
+    finally:
+        client.close()
+
+
+def test_unknown_auth_options_are_a_usage_error() -> None:
+    result = run_twistd("exftp", "--auth", "webhook:http://127.0.0.1:9/login", "--auth-option", "colour=blue")
+    assert result.returncode != 0
+    assert "colour" in result.stdout + result.stderr
+
+
+def test_list_still_works_for_plain_users(hook_server: FTPServer) -> None:
+    client = _login(hook_server, "carol")
+    try:
+        names = " ".join(list_lines(client))
+        assert "alice" in names and "top.txt" in names
+    finally:
+        client.close()
