@@ -9,10 +9,11 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import error as internet_error
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IAddress, IConsumer, IListeningPort, IProducer
+from twisted.internet.interfaces import IAddress, IConsumer, IHandshakeListener, IListeningPort, IProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,23 +22,41 @@ from zope.interface import implementer
 from ._ascii import AsciiDecoder, AsciiEncoder
 from ._errors import DataConnectionFailed
 from ._interfaces import IWriteFile
+from ._replies import Reply
+from ._tls import session_reused
 
 _CONNECTION_DONE = Failure(internet_error.ConnectionDone())
 _log = Logger(namespace="exftp.data")
 
 
+@implementer(IHandshakeListener)
 class DataConnection(Protocol):
     """
-    One data connection.
+    One data connection, optionally protected by TLS (PROT P).
 
     Reading is paused until L{receive} attaches a consumer, so that bytes a
-    client sends early are held by TCP rather than by us.
+    client sends early are held by TCP rather than by us. With TLS the
+    server is always the TLS server (RFC 4217), whoever opened the TCP
+    connection; L{ready} fires once the handshake is done.
+
+    @param tls: the context factory for PROT P, or C{None} for clear text.
+    @param server_side_tcp: whether the server accepted the TCP connection
+        (passive mode) rather than opened it (active mode).
+    @param require_reuse: refuse a handshake that did not resume the control
+        connection's TLS session.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Any = None, server_side_tcp: bool = True, require_reuse: bool = False) -> None:
         #: Fires with C{True} when the connection closed cleanly, C{False} when it broke.
         self.closed: Deferred[bool] = Deferred()
+        #: Fires when the connection can carry data (after the TLS handshake).
+        self.ready: Deferred[None] = Deferred()
+        self._tls = tls
+        self._server_side_tcp = server_side_tcp
+        self._require_reuse = require_reuse
         self._sink: IConsumer | None = None
+        self._early: list[bytes] = []
+        self._sending = False
         self._lost = False
 
     @property
@@ -46,26 +65,76 @@ class DataConnection(Protocol):
         return self.transport
 
     def connectionMade(self) -> None:
-        self.tcp.pauseProducing()
+        if self._tls is None:
+            self.tcp.pauseProducing()
+            self.ready.callback(None)
+        else:
+            self.tcp.startTLS(self._tls, self._server_side_tcp)
+
+    def handshakeCompleted(self) -> None:
+        if self._require_reuse and not session_reused(self.tcp):
+            _log.warn("Refused TLS data connection that did not resume the control connection's session")
+            refusal = DataConnectionFailed(
+                "TLS session of the data connection must resume the control connection's.",
+                Reply.NETWORK_PROTOCOL_NOT_SUPPORTED,
+            )
+            self.ready.errback(refusal)
+            self.abort()
+            return
+        if self._sink is None and not self._sending:
+            self.tcp.pauseProducing()
+        self.ready.callback(None)
 
     def receive(self, sink: IConsumer) -> Deferred[bool]:
         """Feed everything the client sends into C{sink}; fires when the connection closes."""
         self._sink = sink
+        early, self._early = self._early, []
+        for data in early:
+            sink.write(data)
         sink.registerProducer(self.tcp, True)
         self.tcp.resumeProducing()
         return self.closed
 
+    def sending(self) -> None:
+        """
+        Use this connection to send: keep reading (TLS needs the client's
+        close_notify) but ignore what arrives.
+        """
+        self._sending = True
+        self._early.clear()
+        if not self._lost:
+            self.tcp.resumeProducing()
+
     def dataReceived(self, data: bytes) -> None:
         if self._sink is not None:
             self._sink.write(data)
+        elif self._sending:
+            return
+        else:
+            self._early.append(data)
+            self.tcp.pauseProducing()
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._lost = True
+        if not self.ready.called:
+            self.ready.errback(DataConnectionFailed("Data connection closed before it was ready."))
         if self._sink is not None:
             self._sink.unregisterProducer()
             self._sink = None
         if not self.closed.called:
-            self.closed.callback(reason.check(internet_error.ConnectionDone) is not None)
+            self.closed.callback(self._clean(reason))
+
+    def _clean(self, reason: Failure) -> bool:
+        """
+        Whether the peer ended the connection normally. Like vsftpd (without
+        C{strict_ssl_read_eof}), a TLS connection closed without a TLS
+        close_notify counts as ended: many clients skip it, and in stream
+        mode the end of the data is the end of the connection anyway.
+        """
+        if reason.check(internet_error.ConnectionDone):
+            return True
+        error = reason.check(SSL.SysCallError) and reason.value
+        return bool(self._tls is not None and error and error.args and error.args[0] == -1)
 
     def close(self) -> Deferred[bool]:
         """Close after the buffered bytes are sent; fires once closed."""
@@ -93,11 +162,29 @@ class _PassiveFactory(Factory):
 
 class _ActiveFactory(Factory):
     noisy = False
-    protocol = DataConnection
+
+    def __init__(self, channel: DataChannel) -> None:
+        self._channel = channel
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        return self._channel._new_connection(server_side_tcp=False)
 
 
 class DataChannel:
-    """A data connection that is set up (PASV/PORT) and will be used by one transfer."""
+    """
+    A data connection that is set up (PASV/PORT) and will be used by one transfer.
+
+    @param tls: the TLS context factory when data is protected (PROT P).
+    @param require_reuse: refuse TLS data connections that do not resume
+        the control connection's session.
+    """
+
+    def __init__(self, tls: Any = None, require_reuse: bool = False) -> None:
+        self._tls = tls
+        self._require_reuse = require_reuse
+
+    def _new_connection(self, server_side_tcp: bool) -> DataConnection:
+        return DataConnection(self._tls, server_side_tcp, self._require_reuse)
 
     def connection(self) -> Deferred[DataConnection]:
         """Fires with the connection once it is established."""
@@ -117,7 +204,10 @@ class PassiveChannel(DataChannel):
     the first good connection arrives, after C{timeout} seconds, or on L{close}.
     """
 
-    def __init__(self, reactor: Any, expected_host: str | None, timeout: float) -> None:
+    def __init__(
+        self, reactor: Any, expected_host: str | None, timeout: float, tls: Any = None, require_reuse: bool = False
+    ) -> None:
+        super().__init__(tls, require_reuse)
         self._reactor = reactor
         self._expected_host = expected_host
         self._timeout = timeout
@@ -156,7 +246,7 @@ class PassiveChannel(DataChannel):
         if self._connection is not None or (self._expected_host is not None and host != self._expected_host):
             _log.warn("Refused data connection from {host}: not the control peer.", host=host)
             return None
-        self._connection = DataConnection()
+        self._connection = self._new_connection(server_side_tcp=True)
         self._stop_listening()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -213,7 +303,18 @@ async def _raise(error: Exception) -> DataConnection:
 class ActiveChannel(DataChannel):
     """A connection the server makes to the client's address (PORT/EPRT)."""
 
-    def __init__(self, reactor: Any, host: str, port: int, ipv6: bool, bind_host: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        ipv6: bool,
+        bind_host: str | None,
+        timeout: float,
+        tls: Any = None,
+        require_reuse: bool = False,
+    ) -> None:
+        super().__init__(tls, require_reuse)
         self._reactor = reactor
         self._address = (host, port)
         self._ipv6 = ipv6
@@ -229,7 +330,7 @@ class ActiveChannel(DataChannel):
         bind = (self._bind_host, 0) if self._bind_host else None
         endpoint_type = TCP6ClientEndpoint if self._ipv6 else TCP4ClientEndpoint
         endpoint = endpoint_type(self._reactor, host, port, timeout=self._timeout, bindAddress=bind)
-        attempt: Deferred[Any] = endpoint.connect(_ActiveFactory())
+        attempt: Deferred[Any] = endpoint.connect(_ActiveFactory(self))
 
         def connected(connection: DataConnection) -> DataConnection:
             self._connection = connection

@@ -21,8 +21,10 @@ class FTPError(Exception):
     reply: Reply = Reply.FILE_UNAVAILABLE
     default_message = "Requested action not taken."
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, reply: Reply | None = None) -> None:
         self.message = message or self.default_message
+        if reply is not None:
+            self.reply = reply
         super().__init__(self.message)
 
     @property

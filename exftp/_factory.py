@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from ._defender import Defender
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._protocol import FTPProtocol
+from ._tls import TLSPolicy, TLSSettings
 
 _log = Logger(namespace="exftp")
 _DEFAULT: Any = object()
@@ -46,6 +47,8 @@ class FTPFactory(ServerFactory):
     @param defender: bans addresses after repeated failed logins; C{None}
         disables it (the default is L{Defender}'s: 20 failures in 10 minutes
         ban for 15 minutes).
+    @param tls: the certificate for AUTH TLS (explicit FTPS), or C{None}.
+    @param tls_policy: what FTPS requires of clients (TLS before login, PROT P, session reuse).
     @param login_failure_delay: seconds after PASS before a failed login is
         answered (slows password guessing).
     @param max_login_failures: failed logins after which the connection is closed.
@@ -68,6 +71,8 @@ class FTPFactory(ServerFactory):
         allow_foreign_addresses: bool = False,
         max_line_length: int = 8192,
         virtual_hosts: frozenset[str] | None = None,
+        tls: TLSSettings | None = None,
+        tls_policy: TLSPolicy | None = None,
         max_sessions: int = 1000,
         max_sessions_per_ip: int = 50,
         max_passive_listeners: int = 1000,
@@ -91,6 +96,8 @@ class FTPFactory(ServerFactory):
         self.data_timeout = data_timeout
         self.allow_foreign_addresses = allow_foreign_addresses
         self.max_line_length = max_line_length
+        self.tls = tls
+        self.tls_policy = tls_policy or TLSPolicy()
         self.virtual_hosts = None if virtual_hosts is None else frozenset(h.lower() for h in virtual_hosts)
         self.login_failure_delay = login_failure_delay
         self.max_login_failures = max_login_failures

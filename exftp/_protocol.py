@@ -54,6 +54,7 @@ from ._interfaces import FileInfo, IReadFile, IStorage, IStorageMetadata, IWrite
 from ._paths import VirtualPath
 from ._replies import Reply, format_reply, quote_path
 from ._session import RULES, Access, SessionState, canonical_verb, check
+from ._tls import SameContext, control_context
 from .storage._streaming import StreamingReader
 
 if TYPE_CHECKING:
@@ -125,6 +126,11 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self.mlst_facts: frozenset[str] = frozenset(_listing.MLSX_FACTS)
         self.hash_name = "SHA-256"
         self.client_name: str | None = None
+        #: Whether the control connection is TLS (AUTH TLS or implicit FTPS).
+        self.secure = False
+        self.pbsz_done = False
+        #: Whether data connections are TLS (PROT P).
+        self.protect_data = False
         self.peer_host: str | None = None
         self._channel: DataChannel | None = None
         self._transfer: _Transfer | None = None
@@ -153,6 +159,9 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             self._disconnected = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
+        if control_context(self.transport) is not None:
+            # Implicit FTPS: the endpoint already speaks TLS; protect data too.
+            self.secure = self.pbsz_done = self.protect_data = True
         _log.info("Connection from {peer}", peer=self.peer_host)
         self.setTimeout(factory.idle_timeout)
         if factory.login_timeout:
@@ -349,7 +358,19 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         if channel is not None:
             channel.close()
 
+    def data_protection(self) -> dict[str, Any]:
+        """The TLS arguments for a new data channel: protected when PROT P is in force."""
+        if not self.protect_data:
+            return {}
+        context = control_context(self.transport)
+        if context is None:
+            return {}
+        return {"tls": SameContext(context), "require_reuse": self.factory.tls_policy.require_session_reuse}
+
     def _take_channel(self) -> DataChannel:
+        if self.factory.tls_policy.require_protected_data and not self.protect_data:
+            raise FTPError("Data connections must be protected: use PBSZ 0 and PROT P.",
+                           Reply.PROTECTION_LEVEL_REQUIRED)
         channel, self._channel = self._channel, None
         if channel is None:
             raise DataConnectionFailed("Use PORT, PASV, EPRT or EPSV first.")
@@ -401,11 +422,13 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
 
     async def _connect(self, channel: DataChannel) -> DataConnection:
         try:
-            return await channel.connection()
+            connection = await channel.connection()
+            await connection.ready
         except FTPError:
             raise
         except Exception:
             raise DataConnectionFailed() from None
+        return connection
 
     def _transferred(self, verb: str, description: str, transfer: _Transfer) -> None:
         _log.info(
@@ -431,6 +454,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             opening = f"Opening {mode} mode data connection for {description}{size}."
             async with self._transferring(channel, opening) as transfer:
                 connection = await self._connect(channel)
+                connection.sending()
                 consumer: IConsumer = CountingConsumer(connection.tcp, transfer.count)
                 if not self.binary:
                     consumer = AsciiSendingConsumer(consumer)
@@ -521,8 +545,15 @@ class _CountingWriteFile:
 # Access control
 
 
+def _require_tls(proto: FTPProtocol) -> None:
+    if proto.factory.tls_policy.require_tls and not proto.secure:
+        proto.state.username = None
+        raise LoginFailed("TLS required: use AUTH TLS first.")
+
+
 @command("USER")
 async def _user(proto: FTPProtocol, argument: str) -> None:
+    _require_tls(proto)
     if proto.state.logged_in:
         raise LoginFailed("Can't change to another user.")
     proto.state.username = argument
@@ -531,6 +562,7 @@ async def _user(proto: FTPProtocol, argument: str) -> None:
 
 @command("PASS")
 async def _pass(proto: FTPProtocol, argument: str) -> None:
+    _require_tls(proto)
     username = proto.state.username
     assert username is not None
     proto.state.username = None
@@ -610,7 +642,9 @@ _HASHES: dict[str, Callable[[], Any]] = {
 def _features(proto: FTPProtocol) -> list[str]:
     mlst = "".join(f"{fact}{'*' if fact in proto.mlst_facts else ''};" for fact in _listing.MLSX_FACTS)
     hashes = ";".join(f"{name}{'*' if name == proto.hash_name else ''}" for name in _HASHES)
+    tls = ["AUTH TLS", "PBSZ", "PROT"] if proto.factory.tls is not None or proto.secure else []
     return [
+        *tls,
         "CLNT",
         "EPRT",
         "EPSV",
@@ -653,6 +687,61 @@ async def _opts(proto: FTPProtocol, argument: str) -> None:
             raise ParameterNotSupported(f"Unknown hash algorithm {value}.")
     else:
         raise ParameterNotSupported(f"Option {option} not understood.")
+
+
+@command("AUTH")
+async def _auth(proto: FTPProtocol, argument: str) -> None:
+    mechanism = argument.strip().upper()
+    if mechanism not in ("TLS", "SSL", "TLS-C", "TLS-P"):
+        raise ParameterNotSupported(f"AUTH {mechanism} not supported; use AUTH TLS.")
+    settings = proto.factory.tls
+    if settings is None:
+        raise NotImplementedCommand("AUTH TLS not available: no certificate configured.")
+    if proto.secure:
+        raise BadSequence("Already using TLS.")
+    proto.reply(Reply.SECURITY_DATA_EXCHANGE_COMPLETE, f"AUTH {mechanism} successful.")
+    # Anything the client sent after AUTH in clear text is dropped, so it
+    # cannot be injected into the secured session.
+    proto.clearLineBuffer()
+    proto._queue.clear()
+    proto.transport.startTLS(settings.options)  # type: ignore[union-attr]
+    proto.secure = True
+    proto.pbsz_done = proto.protect_data = False
+    _log.info("TLS started for {peer}", peer=proto.peer_host)
+
+
+@command("PBSZ")
+async def _pbsz(proto: FTPProtocol, argument: str) -> None:
+    if not proto.secure:
+        raise BadSequence("PBSZ needs AUTH TLS first.")
+    if not argument.strip().isdigit():
+        raise CommandSyntaxError("PBSZ needs a number.")
+    proto.pbsz_done = True
+    proto.reply(Reply.COMMAND_OK, "PBSZ=0")
+
+
+@command("PROT")
+async def _prot(proto: FTPProtocol, argument: str) -> None:
+    level = argument.strip().upper()
+    if level == "P" and not proto.pbsz_done:
+        raise BadSequence("PROT P needs PBSZ first.")
+    if level in ("C", "P") and not proto.secure:
+        raise BadSequence("PROT needs AUTH TLS first.")
+    if level == "P":
+        proto.protect_data = True
+        proto.reply(Reply.COMMAND_OK, "Protection set to Private.")
+    elif level == "C":
+        proto.protect_data = False
+        proto.reply(Reply.COMMAND_OK, "Protection set to Clear.")
+    elif level in ("S", "E"):
+        raise FTPError(f"PROT {level} not supported.", Reply.PROTECTION_LEVEL_NOT_SUPPORTED)
+    else:
+        raise CommandSyntaxError("PROT needs C or P.")
+
+
+@command("CCC")
+async def _ccc(proto: FTPProtocol, argument: str) -> None:
+    raise FTPError("CCC not allowed: the control connection stays encrypted.", Reply.REQUEST_DENIED_FOR_POLICY)
 
 
 @command("CLNT")
@@ -768,7 +857,7 @@ async def _passive(proto: FTPProtocol) -> int:
     local: Any = proto.transport.getHost()  # type: ignore[union-attr]
     if factory.passive_listeners >= factory.max_passive_listeners:
         raise DataConnectionFailed("Too many passive connections; try again later.")
-    channel = PassiveChannel(factory.reactor, proto.peer_host, factory.data_timeout)
+    channel = PassiveChannel(factory.reactor, proto.peer_host, factory.data_timeout, **proto.data_protection())
     port = channel.listen(local.host, factory.passive_ports)
     factory.passive_listeners += 1
     channel.on_stop = factory.passive_listener_closed
@@ -797,7 +886,7 @@ async def _epsv(proto: FTPProtocol, argument: str) -> None:
     family = "2" if proto._is_ipv6() else "1"
     if text and text != family:
         if text in ("1", "2"):
-            proto.reply(522, f"Network protocol not supported, use ({family}).")
+            proto.reply(Reply.NETWORK_PROTOCOL_NOT_SUPPORTED, f"Network protocol not supported, use ({family}).")
             return
         raise CommandSyntaxError("Unrecognised EPSV argument.")
     port = await _passive(proto)
@@ -819,7 +908,9 @@ def _active(proto: FTPProtocol, host: str, port: int, ipv6: bool) -> None:
             raise CommandSyntaxError("Rejected: data connections to privileged ports are not allowed.")
     proto._close_channel()
     local = proto.transport.getHost().host  # type: ignore[union-attr]
-    proto._channel = ActiveChannel(factory.reactor, host, port, ipv6, local, factory.data_timeout)
+    proto._channel = ActiveChannel(
+        factory.reactor, host, port, ipv6, local, factory.data_timeout, **proto.data_protection()
+    )
 
 
 @command("PORT")
@@ -836,7 +927,7 @@ async def _eprt(proto: FTPProtocol, argument: str) -> None:
     family, host, port = parse_eprt(argument)
     expected = 2 if proto._is_ipv6() else 1
     if family != expected:
-        proto.reply(522, f"Network protocol not supported, use ({expected}).")
+        proto.reply(Reply.NETWORK_PROTOCOL_NOT_SUPPORTED, f"Network protocol not supported, use ({expected}).")
         return
     try:
         ipaddress.ip_address(host)

@@ -91,6 +91,10 @@ RULES: dict[str, Rule] = {
     "XSHA1": Rule(_L, _REQ),
     "XSHA256": Rule(_L, _REQ),
     "CLNT": Rule(_A, _OPT),
+    "AUTH": Rule(_A, _REQ),
+    "PBSZ": Rule(_A, _REQ),
+    "PROT": Rule(_A, _REQ),
+    "CCC": Rule(_A, _NO),
     "HOST": Rule(_A, _REQ),
 }
 

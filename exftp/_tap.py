@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from twisted.python import usage
 from ._defender import Defender
 from ._factory import FTPFactory
 from ._interfaces import IAuthenticator, IStorageFactory
+from ._tls import TLSPolicy, TLSSettings
 from .auth._cred import CredentialsCheckerAuthenticator
 from .auth._http import HTTP_AUTHENTICATORS, authenticator_from_spec
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
@@ -164,6 +166,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421.", float],
         ["data-timeout", None, 60.0, "Seconds to wait for a data connection.", float],
         ["banner", None, "exftp ready.", "Greeting text of the 220 reply."],
+        ["tls-cert", None, None, "PEM certificate (chain may follow) for AUTH TLS; reloaded on SIGHUP."],
+        ["tls-key", None, None, "PEM private key for --tls-cert."],
         ["login-failure-delay", None, 1.0, "Seconds before a failed login is answered.", float],
         ["max-login-failures", None, 3, "Failed logins after which the connection is closed.", int],
         ["login-timeout", None, 60.0, "Seconds a client may take to log in.", float],
@@ -177,6 +181,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     ]
     optFlags = [
         ["allow-foreign-addresses", None, "Allow PORT/EPRT to other hosts and low ports (FXP; unsafe)."],
+        ["require-tls", None, "Refuse USER/PASS before AUTH TLS (needs --tls-cert, or an ssl: port)."],
+        ["require-prot-p", None, "Refuse transfers unless the data connection is protected (PROT P)."],
+        ["require-tls-reuse", None, "Refuse TLS data connections that do not resume the control session."],
     ]
 
     def __init__(self) -> None:
@@ -228,6 +235,17 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             check_endpoint(description)
         if self["passive-address"] is not None:
             check_ipv4(self["passive-address"])
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        self["tls"] = None
+        if self["tls-cert"]:
+            try:
+                self["tls"] = TLSSettings(self["tls-cert"], self["tls-key"])
+            except ValueError as error:
+                raise usage.UsageError(f"--tls-cert: {error}") from None
+        implicit = any(d.startswith("ssl:") for d in self["ports"])
+        if (self["require-tls"] or self["require-prot-p"]) and self["tls"] is None and not implicit:
+            raise usage.UsageError("--require-tls and --require-prot-p need --tls-cert/--tls-key or an ssl: port")
         for name in _NON_NEGATIVE:
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} {self[name]}: must not be negative")
@@ -273,6 +291,15 @@ class _ShutdownService(service.Service):
         return self.factory.shutdown()
 
 
+def _reload_on_sighup(reactor: Any, settings: TLSSettings) -> None:
+    """Reload the TLS certificate on SIGHUP; running sessions keep theirs."""
+
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(settings.reload)
+
+    signal.signal(signal.SIGHUP, handler)
+
+
 def makeService(options: Options) -> service.MultiService:
     """Build the exftp service tree from parsed options."""
     factory = FTPFactory(
@@ -291,10 +318,18 @@ def makeService(options: Options) -> service.MultiService:
         max_sessions=options["max-sessions"],
         max_sessions_per_ip=options["max-sessions-per-ip"],
         max_passive_listeners=options["max-passive-listeners"],
+        tls=options["tls"],
+        tls_policy=TLSPolicy(
+            require_tls=bool(options["require-tls"]),
+            require_protected_data=bool(options["require-prot-p"]),
+            require_session_reuse=bool(options["require-tls-reuse"]),
+        ),
         defender=Defender(options["ban-threshold"], options["ban-window"], options["ban-time"])
         if options["ban-threshold"] > 0
         else None,
     )
+    if options["tls"] is not None:
+        _reload_on_sighup(factory.reactor, options["tls"])
     top = service.MultiService()
     _ShutdownService(factory).setServiceParent(top)
     for description in options["ports"]:

@@ -792,3 +792,27 @@ class HardeningTests(SynchronousTestCase):
         client.pump()
         self.assertEqual(client.replies(), ["426 Transfer stalled: no data moved; transfer aborted."])
         self.assertRaises(FileNotFound, client.storage.read_file, "/slow")
+
+
+class TLSCommandTests(SynchronousTestCase):
+    """FTPS commands on a server without a certificate, and their sequencing."""
+
+    def test_auth_without_certificate(self) -> None:
+        client = _Client()
+        self.assertEqual(client.send("AUTH TLS")[0][:4], "502 ")
+        self.assertEqual(client.send("AUTH KERBEROS")[0][:4], "504 ")
+        self.assertNotIn(" AUTH TLS", client.send("FEAT"))
+
+    def test_pbsz_and_prot_need_tls(self) -> None:
+        client = _Client()
+        self.assertEqual(client.send("PBSZ 0")[0][:4], "503 ")
+        self.assertEqual(client.send("PROT P")[0][:4], "503 ")
+        self.assertEqual(client.send("PROT C")[0][:4], "503 ")
+        self.assertEqual(client.send("CCC")[0][:4], "534 ")
+
+    def test_require_tls_refuses_clear_logins(self) -> None:
+        from exftp._tls import TLSPolicy
+
+        client = _Client(tls_policy=TLSPolicy(require_tls=True))
+        self.assertEqual(client.send("USER alice"), ["530 TLS required: use AUTH TLS first."])
+        self.assertEqual(client.send("PASS secret")[0][:4], "503 ")
