@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._ascii import AsciiDecoder, AsciiEncoder
-from ._errors import DataConnectionFailed
+from ._errors import DataConnectionFailed, FTPError
 from ._interfaces import IWriteFile
 from ._replies import Reply
 from ._tls import session_reused
@@ -183,6 +183,11 @@ class DataChannel:
         self._tls = tls
         self._require_reuse = require_reuse
 
+    @property
+    def failure(self) -> FTPError | None:
+        """Why this channel can no longer be used (e.g. its passive port timed out), if so."""
+        return None
+
     def _new_connection(self, server_side_tcp: bool) -> DataConnection:
         return DataConnection(self._tls, server_side_tcp, self._require_reuse)
 
@@ -215,7 +220,7 @@ class PassiveChannel(DataChannel):
         self._connection: DataConnection | None = None
         self._waiters: list[Deferred[DataConnection]] = []
         self._timer: Any = None
-        self._failed: Exception | None = None
+        self._failed: FTPError | None = None
         self._stopping: Deferred[None] | None = None
         #: Called once when the listening port closes.
         self.on_stop: Callable[[], None] | None = None
@@ -252,6 +257,10 @@ class PassiveChannel(DataChannel):
         for waiter in waiters:
             self._reactor.callLater(0, waiter.callback, self._connection)
         return self._connection
+
+    @property
+    def failure(self) -> FTPError | None:
+        return self._failed if self._connection is None else None
 
     def _expire(self) -> None:
         self._timer = None

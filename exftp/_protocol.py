@@ -163,7 +163,10 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             # Implicit FTPS: the endpoint already speaks TLS; protect data too.
             self.secure = self.pbsz_done = self.protect_data = True
         _log.info("Connection from {peer}", peer=self.peer_host)
-        self.setTimeout(factory.idle_timeout)
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)  # replies are small and must not wait for Nagle
+        self.setTimeout(factory.idle_timeout or None)
         if factory.login_timeout:
             self._login_timer = factory.reactor.callLater(factory.login_timeout, self._login_expired)
         self.reply(Reply.SERVICE_READY, factory.banner)
@@ -227,7 +230,9 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         _overlong, delimiter, rest = line.partition(self.delimiter)
         self._discarding = not delimiter
         if rest:
-            self.dataReceived(rest)
+            # LineReceiver stops after this call; serve the lines that follow soon.
+            self._buffer = rest
+            self.factory.reactor.callLater(0, self.dataReceived, b"")
 
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()
@@ -374,6 +379,8 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         channel, self._channel = self._channel, None
         if channel is None:
             raise DataConnectionFailed("Use PORT, PASV, EPRT or EPSV first.")
+        if channel.failure is not None:
+            raise channel.failure
         return channel
 
     def _is_ipv6(self) -> bool:
@@ -399,7 +406,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             channel.close()
             self._transfer = None
             if not self._disconnected:
-                self.setTimeout(self.factory.idle_timeout)
+                self.setTimeout(self.factory.idle_timeout or None)
 
     def _watch(self, transfer: _Transfer) -> LoopingCall | None:
         """Abort C{transfer} when no byte moves for C{stalled_timeout} seconds."""

@@ -163,7 +163,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["storage", "s", None, "Storage: file:DIR, memory or s3:bucket=NAME[:prefix=P]. Default: file:<cwd>."],
         ["passive-ports", None, None, "Port range for passive data connections, e.g. 40000-40100."],
         ["passive-address", None, None, "IPv4 address to announce in PASV replies (public/NAT address)."],
-        ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421.", float],
+        ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421 (0: never).", float],
         ["data-timeout", None, 60.0, "Seconds to wait for a data connection.", float],
         ["banner", None, "exftp ready.", "Greeting text of the 220 reply."],
         ["tls-cert", None, None, "PEM certificate (chain may follow) for AUTH TLS; reloaded on SIGHUP."],
@@ -203,9 +203,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     def opt_auth(self, spec: str) -> None:  # type: ignore[override]
         """
-        Who may log in: anonymous (default, read-only), noauth, passthrough,
-        http-basic:URL, http-digest:URL, bearer:URL, webhook:URL, or a
-        twisted.cred string such as memory:alice:secret, file:PATH or unix.
+        Who may log in: anonymous (default, read-only), noauth, passthrough, http-basic:URL,
+        http-digest:URL, bearer:URL, webhook:URL, or a twisted.cred string such as
+        memory:alice:secret, file:PATH or unix.
         """
         self["auth"] = spec
 
@@ -271,7 +271,10 @@ class _ListeningService(service.Service):
     def _listening(self, port: Any) -> None:
         self._port = port
         address = port.getHost()
-        _log.info("exftp listening on {host}:{port}", host=address.host, port=address.port)
+        # Announce readiness once the reactor runs (and its signal handlers are in place).
+        self.factory.reactor.callWhenRunning(
+            _log.info, "exftp listening on {host}:{port}", host=address.host, port=address.port
+        )
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()

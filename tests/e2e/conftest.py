@@ -71,12 +71,14 @@ class FTPServer:
 
     @ivar host: the address it listens on.
     @ivar port: the port it reported in its readiness line.
-    @ivar root: the directory it serves.
+    @ivar root: the directory it serves (and runs in).
     """
 
-    def __init__(self, root: Path, *options: str, listen: str = "tcp:0:interface=127.0.0.1") -> None:
+    def __init__(
+        self, root: Path, *options: str, listen: str = "tcp:0:interface=127.0.0.1", root_option: bool = True
+    ) -> None:
         self.root = root
-        self.options = options
+        self.options = (*(("--root", str(root)) if root_option else ()), *options)
         self.listen = listen
         self.host = ""
         self.port = 0
@@ -88,10 +90,7 @@ class FTPServer:
     # Life cycle
 
     def start(self) -> FTPServer:
-        command = [
-            *twistd_command(), "-n", "--pidfile=", "exftp",
-            "--port", self.listen, "--root", str(self.root), *self.options,
-        ]  # fmt: skip
+        command = [*twistd_command(), "-n", "--pidfile=", "exftp", "--port", self.listen, *self.options]
         self.process = subprocess.Popen(
             command, env=server_env(), cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -121,6 +120,14 @@ class FTPServer:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def wait_exit(self, timeout: float = DEADLINE) -> int:
+        """Wait until the process has exited and its whole log is read; the exit status."""
+        assert self.process is not None
+        status = self.process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return status
 
     def stop(self, timeout: float = 10) -> int | None:
         """SIGTERM, then SIGKILL if it does not exit in time; the exit status."""
@@ -386,15 +393,17 @@ def ipv6_usable() -> bool:
 @pytest.fixture(scope="session")
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., FTPServer]]:
     """
-    A factory of servers: C{start_server(*options, root=None, listen=...)}.
+    A factory of servers: C{start_server(*options, root=None, listen=..., root_option=True)}.
     Every server it starts is stopped at the end of the session at the latest.
     """
     servers: list[FTPServer] = []
 
-    def start(*options: str, root: Path | None = None, listen: str = "tcp:0:interface=127.0.0.1") -> FTPServer:
+    def start(
+        *options: str, root: Path | None = None, listen: str = "tcp:0:interface=127.0.0.1", root_option: bool = True
+    ) -> FTPServer:
         if root is None:
             root = tmp_path_factory.mktemp("root")
-        server = FTPServer(root, *options, listen=listen)
+        server = FTPServer(root, *options, listen=listen, root_option=root_option)
         servers.append(server)
         return server.start()
 
