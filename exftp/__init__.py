@@ -96,6 +96,9 @@ __all__ = [
     "QuotaExceeded",
     "ReadOnlyStorage",
     "Reply",
+    "S3Config",
+    "S3Storage",
+    "S3StorageFactory",
     "Session",
     "StorageUnavailable",
     "TransferAborted",
@@ -107,3 +110,20 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+#: Names whose modules load optional dependencies, imported on first use.
+_LAZY = {
+    "S3Config": "exftp.storage._s3",
+    "S3Storage": "exftp.storage._s3",
+    "S3StorageFactory": "exftp.storage._s3",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import the S3 storage (which needs botocore, the C{s3} extra) only when it is used."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'exftp' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

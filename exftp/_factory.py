@@ -5,6 +5,7 @@ The factory: configuration shared by every session of one server.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -12,6 +13,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from ._defender import Defender
+from ._events import EventObserver, FTPEvent
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._protocol import FTPProtocol
 from ._tls import TLSPolicy, TLSSettings
@@ -49,6 +51,8 @@ class FTPFactory(ServerFactory):
         ban for 15 minutes).
     @param tls: the certificate for AUTH TLS (explicit FTPS), or C{None}.
     @param tls_policy: what FTPS requires of clients (TLS before login, PROT P, session reuse).
+    @param observers: callables told about every L{FTPEvent} (logins, transfers,
+        changes); they must not block. More can be added to C{observers} later.
     @param login_failure_delay: seconds after PASS before a failed login is
         answered (slows password guessing).
     @param max_login_failures: failed logins after which the connection is closed.
@@ -73,6 +77,7 @@ class FTPFactory(ServerFactory):
         virtual_hosts: frozenset[str] | None = None,
         tls: TLSSettings | None = None,
         tls_policy: TLSPolicy | None = None,
+        observers: Iterable[EventObserver] = (),
         max_sessions: int = 1000,
         max_sessions_per_ip: int = 50,
         max_passive_listeners: int = 1000,
@@ -97,6 +102,7 @@ class FTPFactory(ServerFactory):
         self.allow_foreign_addresses = allow_foreign_addresses
         self.max_line_length = max_line_length
         self.tls = tls
+        self.observers: list[EventObserver] = list(observers)
         self.tls_policy = tls_policy or TLSPolicy()
         self.virtual_hosts = None if virtual_hosts is None else frozenset(h.lower() for h in virtual_hosts)
         self.login_failure_delay = login_failure_delay
@@ -155,6 +161,14 @@ class FTPFactory(ServerFactory):
             bans=sorted(self.defender.banned(now)),
         )
         return True
+
+    def emit(self, event: FTPEvent) -> None:
+        """Pass C{event} to every observer; an observer's error is logged, never raised."""
+        for observer in list(self.observers):
+            try:
+                observer(event)
+            except Exception:
+                _log.failure("Event observer {observer!r} failed", observer=observer)
 
     def passive_listener_closed(self) -> None:
         """Count down a closed passive listener."""

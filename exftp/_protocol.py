@@ -50,6 +50,7 @@ from ._errors import (
     StorageUnavailable,
     TransferAborted,
 )
+from ._events import Action, FTPEvent
 from ._interfaces import FileInfo, IReadFile, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
 from ._paths import VirtualPath
 from ._replies import Reply, format_reply, quote_path
@@ -186,6 +187,8 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self._disconnected = True
         self.setTimeout(None)
         self._cancel_login_timer()
+        if self.session is not None:
+            self.emit(Action.LOGOUT, True, Reply.CLOSING_CONTROL_CONNECTION)
         self.factory.release(self)
         self._queue.clear()
         if self._transfer is not None:
@@ -388,8 +391,37 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
 
     # Transfers
 
+    def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
+        """Tell the factory's event observers what this session did."""
+        self.factory.emit(
+            FTPEvent(
+                action=action,
+                ok=ok,
+                reply=int(reply),
+                username=self.session.username if self.session else self.state.username,
+                peer=self.peer_host,
+                time=self.factory.reactor.seconds(),
+                **details,
+            )
+        )
+
     @asynccontextmanager
-    async def _transferring(self, channel: DataChannel, opening: str) -> AsyncIterator[_Transfer]:
+    async def acting(
+        self, action: Action, reply: int, path: VirtualPath, destination: VirtualPath | None = None
+    ) -> AsyncIterator[None]:
+        """Emit an event for the change made in the block, whether it worked or not."""
+        target = None if destination is None else str(destination)
+        try:
+            yield
+        except FTPError as error:
+            self.emit(action, False, error.reply, path=str(path), destination=target)
+            raise
+        self.emit(action, True, reply, path=str(path), destination=target)
+
+    @asynccontextmanager
+    async def _transferring(
+        self, channel: DataChannel, opening: str, action: Action, path: str
+    ) -> AsyncIterator[_Transfer]:
         """
         Run one transfer on C{channel}: send the 150 reply, suspend the idle
         timeout, watch for a stall, and release the channel at the end.
@@ -400,6 +432,12 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         try:
             self.reply(Reply.FILE_STATUS_OK, opening)
             yield transfer
+        except FTPError as error:
+            self._transfer_event(action, path, transfer, error.reply)
+            raise
+        except CancelledError:
+            self._transfer_event(action, path, transfer, Reply.TRANSFER_ABORTED)
+            raise
         finally:
             if watchdog is not None and watchdog.running:
                 watchdog.stop()
@@ -437,15 +475,20 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             raise DataConnectionFailed() from None
         return connection
 
-    def _transferred(self, verb: str, description: str, transfer: _Transfer) -> None:
+    def _transfer_event(self, action: Action, path: str, transfer: _Transfer, reply: int) -> None:
+        seconds = self.factory.reactor.seconds() - transfer.started
+        self.emit(action, reply < 400, reply, path=path, bytes=transfer.bytes, seconds=seconds, binary=self.binary)
+
+    def _transferred(self, action: Action, description: str, transfer: _Transfer) -> None:
         _log.info(
             "{user} {verb} {path}: {bytes} bytes in {seconds:.3f}s",
             user=self.session.username if self.session else None,
-            verb=verb,
+            verb="uploaded" if action is Action.UPLOAD else "downloaded",
             path=description,
             bytes=transfer.bytes,
             seconds=self.factory.reactor.seconds() - transfer.started,
         )
+        self._transfer_event(action, description, transfer, Reply.CLOSING_DATA_CONNECTION)
         self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
 
     async def transfer_out(self, source: IReadFile, description: str) -> None:
@@ -459,7 +502,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         mode = "BINARY" if self.binary else "ASCII"
         try:
             opening = f"Opening {mode} mode data connection for {description}{size}."
-            async with self._transferring(channel, opening) as transfer:
+            async with self._transferring(channel, opening, Action.DOWNLOAD, description) as transfer:
                 connection = await self._connect(channel)
                 connection.sending()
                 consumer: IConsumer = CountingConsumer(connection.tcp, transfer.count)
@@ -476,7 +519,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
                     raise transfer.aborted_error()
         finally:
             await source.close()
-        self._transferred("downloaded", description, transfer)
+        self._transferred(Action.DOWNLOAD, description, transfer)
 
     async def transfer_in(self, target: IWriteFile, description: str, opening: str | None = None) -> None:
         """Receive into C{target}: 150, the bytes, then 226 once stored, or 426."""
@@ -490,7 +533,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         committed = False
         try:
             opening = opening or f"Opening {mode} mode data connection for {description}."
-            async with self._transferring(channel, opening) as transfer:
+            async with self._transferring(channel, opening, Action.UPLOAD, description) as transfer:
                 connection = await self._connect(channel)
                 clean = await connection.receive(_CountingWriteFile(upload, transfer))
                 if transfer.aborted or not clean:
@@ -503,7 +546,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
                     await upload.abort()
                 except Exception:
                     _log.failure("Aborting upload of {path} failed", path=description)
-        self._transferred("uploaded", description, transfer)
+        self._transferred(Action.UPLOAD, description, transfer)
 
     async def abort_transfer(self) -> bool:
         """
@@ -585,6 +628,7 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
         raise
     except Exception as error:
         proto.login_failures += 1
+        proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN)
         banned = factory.login_failed(proto.peer_host)
         _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
                   peer=proto.peer_host, count=proto.login_failures)
@@ -609,6 +653,7 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     proto.session, proto.storage = session, storage
     proto.state.logged_in = True
     proto._cancel_login_timer()
+    proto.emit(Action.LOGIN, True, Reply.USER_LOGGED_IN)
     proto.cwd = VirtualPath.root()
     _log.info("Login of {user!r} from {peer}", user=session.username, peer=proto.peer_host)
     proto.reply(Reply.USER_LOGGED_IN, "Login successful.")
@@ -973,22 +1018,26 @@ async def _cdup(proto: FTPProtocol, argument: str) -> None:
 @command("MKD")
 async def _mkd(proto: FTPProtocol, argument: str) -> None:
     path = proto.resolve(argument)
-    await proto.call(proto.fs.make_directory, path)
+    async with proto.acting(Action.MKDIR, Reply.PATHNAME_CREATED, path):
+        await proto.call(proto.fs.make_directory, path)
     proto.reply(Reply.PATHNAME_CREATED, f"{quote_path(str(path))} created.")
 
 
 @command("RMD")
 async def _rmd(proto: FTPProtocol, argument: str) -> None:
     path = proto.resolve(argument)
+    async with proto.acting(Action.RMDIR, Reply.FILE_ACTION_OK, path):
+        await proto.call(proto.fs.remove_directory, path)
     if proto.cwd.is_within(path) and not path.is_root:
         proto.cwd = path.parent
-    await proto.call(proto.fs.remove_directory, path)
     proto.reply(Reply.FILE_ACTION_OK, "Remove directory operation successful.")
 
 
 @command("DELE")
 async def _dele(proto: FTPProtocol, argument: str) -> None:
-    await proto.call(proto.fs.remove_file, proto.resolve(argument))
+    path = proto.resolve(argument)
+    async with proto.acting(Action.DELETE, Reply.FILE_ACTION_OK, path):
+        await proto.call(proto.fs.remove_file, path)
     proto.reply(Reply.FILE_ACTION_OK, "Delete operation successful.")
 
 
@@ -1004,7 +1053,9 @@ async def _rnfr(proto: FTPProtocol, argument: str) -> None:
 async def _rnto(proto: FTPProtocol, argument: str) -> None:
     source, proto.state.rename_from = proto.state.rename_from, None
     assert source is not None
-    await proto.call(proto.fs.rename, source, proto.resolve(argument))
+    destination = proto.resolve(argument)
+    async with proto.acting(Action.RENAME, Reply.FILE_ACTION_OK, source, destination):
+        await proto.call(proto.fs.rename, source, destination)
     proto.reply(Reply.FILE_ACTION_OK, "Rename successful.")
 
 

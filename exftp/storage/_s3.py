@@ -1,0 +1,1080 @@
+"""
+Storage in an S3 bucket: AWS S3 or any S3-compatible store (MinIO, Ceph,
+GCS interoperability, moto).
+
+Files are objects under a key prefix; a directory is a zero-byte C{name/}
+marker object or any object under C{name/}. Uploads stream part by part with
+a bounded number of parts in flight, so memory stays about
+C{part_size * (parts_in_flight + 1)} per upload, and nothing appears under
+the target name until the upload is complete. Downloads stream with
+backpressure: the HTTP answer is paused while the FTP client is slow.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from contextlib import suppress
+from typing import Any, TypeVar
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    FirstError,
+    fail,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IProducer, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from zope.interface import implementer
+
+from .._errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    FileNotFound,
+    FTPError,
+    InvalidPath,
+    IsADirectory,
+    NotADirectory,
+    ParameterNotSupported,
+    PermissionDenied,
+    QuotaExceeded,
+    StorageUnavailable,
+    TransferAborted,
+)
+from .._interfaces import (
+    FileInfo,
+    FileKind,
+    IReadFile,
+    IStorage,
+    IStorageFactory,
+    IStorageMetadata,
+    IWriteFile,
+    Session,
+    WriteMode,
+)
+from .._paths import VirtualPath
+from ._readonly import for_session
+from ._s3client import (
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    GiB,
+    KiB,
+    MiB,
+    ObjectInfo,
+    S3Client,
+    S3Config,
+    S3Error,
+    default_http_client,
+    discard_body,
+)
+from ._s3signing import CredentialSource, Shared
+from ._streaming import StreamingReader, check_offset
+
+__all__ = ["S3Config", "S3Storage", "S3StorageFactory", "S3Upload", "storage_factory_from_spec"]
+
+_log = Logger(namespace="exftp.s3")
+
+_T = TypeVar("_T")
+
+#: 403 codes that mean exftp itself is misconfigured, not that the user may not.
+_CREDENTIAL_ERRORS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "RequestTimeTooSkewed"}
+)
+#: Objects copied or deleted at a time when renaming a directory.
+_RENAME_CONCURRENCY = 4
+
+
+def _translate(error: BaseException) -> FTPError:
+    """The FTP error that tells the client about an S3 or transport failure."""
+    if isinstance(error, FTPError):
+        return error
+    if isinstance(error, S3Error):
+        if error.status == 404:
+            return FileNotFound()
+        if error.status == 403 and error.code not in _CREDENTIAL_ERRORS:
+            return PermissionDenied()
+        if error.status == 412:
+            return StorageUnavailable("The file changed meanwhile; try again.")
+    return StorageUnavailable()
+
+
+def _translated(error: BaseException) -> FTPError:
+    translated = _translate(error)
+    if translated is not error and translated.__cause__ is None:
+        translated.__cause__ = error
+    return translated
+
+
+async def _translating(work: Coroutine[Any, Any, _T]) -> _T:
+    try:
+        return await work
+    except (FTPError, CancelledError):
+        raise
+    except Exception as error:
+        raise _translate(error) from error
+
+
+def _run(work: Coroutine[Any, Any, _T]) -> Deferred[_T]:
+    return Deferred.fromCoroutine(_translating(work))
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        VirtualPath((name,))
+    except (FTPError, TypeError):
+        return False
+    return True
+
+
+#: The user metadata that holds a modification time set with MFMT (as rclone's C{mtime}).
+_MTIME = "mtime"
+
+
+def _file_info(name: str, info: ObjectInfo) -> FileInfo:
+    mtime = info.mtime
+    with suppress(ValueError):
+        stored = float(info.metadata.get(_MTIME, mtime))
+        mtime = stored if math.isfinite(stored) else mtime
+    return FileInfo(name, FileKind.FILE, info.size, mtime, 0o644)
+
+
+def _directory_info(name: str) -> FileInfo:
+    return FileInfo(name, FileKind.DIRECTORY, 0, 0.0, 0o755, links=2)
+
+
+async def _each(items: Iterable[_T], work: Callable[[_T], Awaitable[object]], concurrency: int) -> None:
+    """Run C{work} on every item, at most C{concurrency} at a time; the first failure is raised."""
+    semaphore = DeferredSemaphore(concurrency)
+
+    async def one(item: _T) -> None:
+        await work(item)
+
+    runs = [semaphore.run(one, item) for item in items]
+    try:
+        await gatherResults(runs, consumeErrors=True)
+    except FirstError as error:
+        error.subFailure.raiseException()
+
+
+@implementer(IReadFile, IPushProducer)
+class _S3Reader:
+    """
+    A download: the body of a GET, written into the consumer as it arrives.
+
+    While the consumer is paused the HTTP body is paused too, so TCP
+    backpressure reaches S3 and memory stays flat; the little that already
+    arrived waits here. A body that stalls for C{idle_timeout} seconds while
+    not paused fails the transfer.
+    """
+
+    def __init__(self, response: IResponse, reactor: Any, idle_timeout: float) -> None:
+        self.size: int | None = None if response.length is UNKNOWN_LENGTH else int(response.length)
+        self._response = response
+        self._reactor = reactor
+        self._idle_timeout = idle_timeout
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[int] | None = None
+        self._body: Any = None
+        self._pending: deque[bytes] = deque()
+        self._ending: Failure | None = None
+        self._delivered = False
+        self._finished = False
+        self._paused = False
+        self._holding = False
+        self._timer: IDelayedCall | None = None
+        self._release: IDelayedCall | None = None
+        self._sent = 0
+
+    def send(self, consumer: IConsumer) -> Deferred[int]:
+        if self._done is not None:
+            raise RuntimeError("send() called twice")
+        self._consumer = consumer
+        self._done = Deferred(lambda _: self.stopProducing())
+        if self._finished:
+            self._done.errback(TransferAborted())
+            return self._done
+        consumer.registerProducer(self, True)
+        # Bytes that came with the headers arrive inside deliverBody(); hold
+        # them until the next turn, so that send() itself never writes.
+        self._holding = True
+        self._delivered = True
+        self._response.deliverBody(_BodyPump(self))
+        if self._paused and self._body is not None:
+            self._body.pauseProducing()
+        self._release = self._reactor.callLater(0, self._stop_holding)
+        return self._done
+
+    def _stop_holding(self) -> None:
+        self._release = None
+        self._holding = False
+        self._flush()
+
+    # From the body pump
+
+    def _attached(self, transport: Any) -> None:
+        self._body = transport
+
+    def _data(self, data: bytes) -> None:
+        if not self._finished:
+            self._pending.append(data)
+            self._flush()
+
+    def _ended(self, reason: Failure) -> None:
+        if not self._finished:
+            self._ending = reason
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write what arrived while the consumer wants it; finish once all is written."""
+        while self._pending and not (self._paused or self._holding or self._finished):
+            data = self._pending.popleft()
+            self._sent += len(data)
+            assert self._consumer is not None
+            self._consumer.write(data)
+        if self._finished or self._pending or self._holding:
+            return
+        if self._ending is not None:
+            self._complete(self._ending)
+        else:
+            self._arm()
+
+    def _complete(self, reason: Failure) -> None:
+        if reason.check(ResponseDone) is None or (self.size is not None and self._sent != self.size):
+            _log.info("S3 download ended early: {why}", why=reason.getErrorMessage())
+            self._fail(StorageUnavailable("Download from storage failed."))
+            return
+        consumer, done = self._consumer, self._done
+        self._stop()
+        if consumer is not None:
+            consumer.unregisterProducer()
+        if done is not None and not done.called:
+            done.callback(self._sent)
+
+    # Timeouts
+
+    def _arm(self) -> None:
+        self._disarm()
+        if not self._paused and not self._finished:
+            self._timer = self._reactor.callLater(self._idle_timeout, self._stalled)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _stalled(self) -> None:
+        self._timer = None
+        self._fail(StorageUnavailable("Storage stopped sending."))
+
+    # Ending
+
+    def _fail(self, error: Exception) -> None:
+        done = self._done
+        self._stop()
+        if done is not None and not done.called:
+            done.errback(error)
+
+    def _stop(self) -> None:
+        self._disarm()
+        if self._release is not None and self._release.active():
+            self._release.cancel()
+        self._release = None
+        self._pending.clear()
+        if self._finished:
+            return
+        self._finished = True
+        if not self._delivered:
+            self._delivered = True
+            discard_body(self._response)
+        elif self._body is not None and self._ending is None:
+            self._body.stopProducing()
+
+    # IPushProducer
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._disarm()
+        if self._body is not None and not self._finished:
+            self._body.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._body is not None and not self._finished:
+            self._body.resumeProducing()
+            self._flush()
+
+    def stopProducing(self) -> None:
+        self._fail(TransferAborted())
+
+    def close(self) -> Deferred[None]:
+        done, consumer = self._done, self._consumer
+        if done is not None and not done.called and consumer is not None:
+            # Closed in the middle of send(): unhook, and fail the send.
+            consumer.unregisterProducer()
+        self._fail(TransferAborted())
+        return succeed(None)
+
+
+class _BodyPump(Protocol):
+    """Hands a response body to its L{_S3Reader}."""
+
+    def __init__(self, reader: _S3Reader) -> None:
+        self._reader = reader
+
+    def connectionMade(self) -> None:
+        self._reader._attached(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._reader._data(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
+        self._reader._ended(reason)
+
+
+@implementer(IWriteFile)
+class S3Upload:
+    """
+    An upload to one key: a single PUT when it fits in one part, else a
+    multipart upload sent part by part.
+
+    At most C{parts_in_flight} parts are sent at a time; when that many are
+    in flight and another full part is buffered, the producer (the data
+    connection) is paused until a part is done. So the bytes held are at
+    most C{part_size * (parts_in_flight + 1)}, plus whatever single write
+    arrived while pausing. L{finish} completes the upload; L{abort}, or any
+    failure, aborts it, and nothing appears under the key. The producer must
+    be a push producer, as the data connection is.
+
+    @ivar peak: the most bytes held at once (buffered and in flight).
+    @ivar parts_sent: the parts that S3 acknowledged.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        key: str,
+        metadata: Mapping[str, str],
+        part_size: int,
+        parts_in_flight: int,
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._metadata = dict(metadata)
+        self._part_size = part_size
+        self._parts_in_flight = parts_in_flight
+        self._buffer = bytearray()
+        self._in_flight = 0
+        self._in_flight_bytes = 0
+        self._tasks: list[Deferred[None]] = []
+        self._etags: dict[int, str] = {}
+        self._next_part = 1
+        self._upload: Shared[str] | None = None
+        self._error: FTPError | None = None
+        self._producer: IProducer | None = None
+        self._paused = False
+        self._closed = False
+        self._discarded = False
+        self.peak = 0
+        self.parts_sent = 0
+
+    @property
+    def held(self) -> int:
+        """The bytes this upload holds now: buffered, and in parts being sent."""
+        return len(self._buffer) + self._in_flight_bytes
+
+    # IConsumer
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._producer = producer
+        self._paused = False
+        self._flow()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def write(self, data: bytes) -> None:
+        if self._closed or self._error is not None:
+            return
+        self._buffer += data
+        self.peak = max(self.peak, self.held)
+        self._start_parts()
+        self._flow()
+
+    # Parts
+
+    def _start_parts(self) -> None:
+        size = self._part_size
+        while len(self._buffer) >= size and self._in_flight < self._parts_in_flight and self._error is None:
+            with memoryview(self._buffer) as view, view[:size] as head:
+                part = bytes(head)
+            del self._buffer[:size]
+            self._launch(part)
+
+    def _number(self) -> int | None:
+        number = self._next_part
+        if number > MAX_PARTS:
+            limit = self._part_size * MAX_PARTS
+            self._fail(QuotaExceeded(f"File too large: at most {limit} bytes with this part size."))
+            return None
+        self._next_part += 1
+        return number
+
+    def _launch(self, data: bytes) -> None:
+        number = self._number()
+        if number is None:
+            return
+        self._in_flight += 1
+        self._in_flight_bytes += len(data)
+        self._tasks.append(Deferred.fromCoroutine(self._send_part(number, data)))
+
+    async def _send_part(self, number: int, data: bytes) -> None:
+        size = len(data)
+        try:
+            upload_id = await self._started()
+            self._etags[number] = await self._client.upload_part(self._key, upload_id, number, data)
+            self.parts_sent += 1
+        except Exception as error:
+            self._fail(error)
+        finally:
+            del data
+            self._in_flight -= 1
+            self._in_flight_bytes -= size
+        if not self._closed:
+            self._start_parts()
+            self._flow()
+
+    def copy_from(self, source: str, length: int, etag: str, largest_part: int = MAX_PART_SIZE) -> None:
+        """
+        Begin with the first C{length} bytes of the object C{source}, copied
+        on the S3 side (UploadPartCopy) as the first parts.
+
+        @param length: at least 5 MiB (S3's smallest part).
+        @param etag: the ETag C{source} must still have.
+        @param largest_part: the biggest copied part; the bytes are split
+            evenly, so every part is at least 5 MiB.
+        """
+        if self._next_part != 1 or self._buffer:
+            raise RuntimeError("copy_from() must come first")
+        if length < MIN_PART_SIZE or largest_part < 2 * MIN_PART_SIZE:
+            raise ValueError("parts are copied from 5 MiB up, at most largest_part (10 MiB or more) each")
+        count = -(-length // largest_part)
+        step = -(-length // count)
+        for first in range(0, length, step):
+            number = self._number()
+            if number is None:
+                return
+            last = min(first + step, length) - 1
+            self._tasks.append(Deferred.fromCoroutine(self._copy_part(number, source, first, last, etag)))
+
+    async def _copy_part(self, number: int, source: str, first: int, last: int, etag: str) -> None:
+        try:
+            upload_id = await self._started()
+            self._etags[number] = await self._client.upload_part_copy(
+                self._key, upload_id, number, source, first, last, etag
+            )
+            self.parts_sent += 1
+        except Exception as error:
+            self._fail(error)
+
+    def _started(self) -> Deferred[str]:
+        """The id of the multipart upload, started by the first part that needs it."""
+        if self._upload is None:
+            creating = Deferred.fromCoroutine(self._client.create_multipart(self._key, self._metadata))
+            self._upload = Shared(creating)
+        return self._upload.wait()
+
+    # Flow control and failure
+
+    def _flow(self) -> None:
+        producer: Any = self._producer
+        if producer is None or self._closed:
+            return
+        if len(self._buffer) >= self._part_size:
+            if not self._paused:
+                self._paused = True
+                producer.pauseProducing()
+        elif self._paused:
+            self._paused = False
+            producer.resumeProducing()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is not None or self._discarded:
+            return
+        translated = _translated(error)
+        if isinstance(translated, FileNotFound):  # NoSuchUpload: S3 lost or aborted it
+            translated = StorageUnavailable("The storage lost the upload.")
+            translated.__cause__ = error
+        self._error = translated
+        self._buffer = bytearray()
+        if not isinstance(error, CancelledError):
+            _log.info("S3 upload of {key} failed: {why}", key=self._key, why=str(error))
+        if self._producer is not None:
+            self._producer.stopProducing()
+
+    # IWriteFile
+
+    def finish(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._finish())
+
+    async def _finish(self) -> None:
+        if self._closed:
+            raise StorageUnavailable("Upload already closed.")
+        self._closed = True
+        try:
+            if self._error is not None:
+                raise self._error
+            if self._upload is None:
+                data, self._buffer = bytes(self._buffer), bytearray()
+                await self._client.put(self._key, data, self._metadata)
+                return
+            if self._buffer:
+                tail, self._buffer = bytes(self._buffer), bytearray()
+                self._launch(tail)
+            for task in list(self._tasks):
+                await task
+            if self._error is not None:
+                raise self._error
+            upload_id = await self._upload.wait()
+            await self._client.complete_multipart(self._key, upload_id, sorted(self._etags.items()))
+        except BaseException as error:
+            await self._discard()
+            if isinstance(error, FTPError | CancelledError):
+                raise
+            raise _translate(error) from error
+
+    def abort(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._abort())
+
+    async def _abort(self) -> None:
+        self._closed = True
+        await self._discard()
+
+    async def _discard(self) -> None:
+        """Stop the parts in flight and abort the multipart upload, so that no parts are left."""
+        if self._discarded:
+            return
+        self._discarded = True
+        self._buffer = bytearray()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            await task
+        if self._upload is None:
+            return
+        try:
+            upload_id = await self._upload.wait()
+        except Exception:
+            return
+        try:
+            await self._client.abort_multipart(self._key, upload_id)
+        except Exception:
+            _log.failure(
+                "Could not abort multipart upload {upload_id} of {key}; it stays until cleaned up",
+                upload_id=upload_id,
+                key=self._key,
+            )
+
+
+@implementer(IStorage, IStorageMetadata)
+class S3Storage:
+    """
+    The objects under one key prefix of a bucket, as a file tree.
+
+    @param client: the bucket's client.
+    @param prefix: the key prefix that is this view's root: C{""} or C{"a/b/"}.
+    @param reactor: for download timeouts; the global reactor when omitted.
+    """
+
+    def __init__(self, client: S3Client, prefix: str = "", reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self._client = client
+        self._config = client.config
+        self.prefix = prefix
+        self._reactor = reactor
+        #: Objects up to this size are copied with one CopyObject; above, part by part.
+        self.copy_limit = MAX_PART_SIZE
+        #: The size of the parts of a multipart copy.
+        self.copy_part_size = 1 * GiB
+        #: Keys asked for per ListObjectsV2 page.
+        self.list_page_size = 1000
+
+    def _key(self, path: VirtualPath) -> str:
+        return self.prefix + "/".join(path.segments)
+
+    def _directory_prefix(self, path: VirtualPath) -> str:
+        return self.prefix if path.is_root else self._key(path) + "/"
+
+    @property
+    def _metadata(self) -> dict[str, str]:
+        return {"exftp-node": self._config.node}
+
+    async def _is_directory(self, path: VirtualPath) -> bool:
+        """Whether a C{path/} marker or any object under C{path/} exists."""
+        if path.is_root:
+            return True
+        page = await self._client.list_page(self._directory_prefix(path), delimiter=None, max_keys=1)
+        return bool(page.objects or page.prefixes)
+
+    async def _require_directory(self, path: VirtualPath) -> None:
+        if await self._is_directory(path):
+            return
+        if await self._client.head(self._key(path)) is not None:
+            raise NotADirectory()
+        raise await self._missing(path)
+
+    async def _missing(self, path: VirtualPath) -> FTPError:
+        """Why C{path} names nothing: a file on the way (L{NotADirectory}) or nothing there."""
+        ancestor = path.parent
+        while not ancestor.is_root:
+            if await self._client.head(self._key(ancestor)) is not None:
+                return NotADirectory()
+            ancestor = ancestor.parent
+        return FileNotFound()
+
+    async def _keep_directory(self, path: VirtualPath) -> None:
+        """Make sure C{path} survives the removal of its last entry, with a marker of its own."""
+        if path.is_root:
+            return
+        marker = self._key(path) + "/"
+        if await self._client.head(marker) is None:
+            await self._client.put(marker, b"", self._metadata)
+
+    # Reading the tree
+
+    def stat(self, path: VirtualPath) -> Deferred[FileInfo]:
+        return _run(self._stat(path))
+
+    async def _stat(self, path: VirtualPath) -> FileInfo:
+        if path.is_root:
+            return _directory_info("/")
+        found = await self._client.head(self._key(path))
+        if found is not None:
+            return _file_info(path.name, found)
+        if await self._is_directory(path):
+            return _directory_info(path.name)
+        raise await self._missing(path)
+
+    def list(self, path: VirtualPath) -> Deferred[Sequence[FileInfo]]:
+        return _run(self._list(path))
+
+    async def _list(self, path: VirtualPath) -> Sequence[FileInfo]:
+        prefix = self._directory_prefix(path)
+        files: dict[str, FileInfo] = {}
+        directories: dict[str, FileInfo] = {}
+        seen = False
+        token: str | None = None
+        while True:
+            page = await self._client.list_page(prefix, token=token, max_keys=self.list_page_size)
+            for found in page.objects:
+                seen = True
+                name = found.key[len(prefix) :]
+                if name and _valid_name(name):  # "" is this directory's own marker
+                    files[name] = _file_info(name, found)
+            for common in page.prefixes:
+                seen = True
+                name = common[len(prefix) : -1]
+                if _valid_name(name):
+                    directories[name] = _directory_info(name)
+            token = page.next_token
+            if token is None:
+                break
+        if not seen and not path.is_root:
+            if await self._client.head(self._key(path)) is not None:
+                raise NotADirectory()
+            raise await self._missing(path)
+        entries = [*directories.values(), *files.values()]
+        entries.sort(key=lambda info: (info.name, info.kind is FileKind.FILE))
+        return entries
+
+    # Changing the tree
+
+    def make_directory(self, path: VirtualPath) -> Deferred[None]:
+        return _run(self._make_directory(path))
+
+    async def _make_directory(self, path: VirtualPath) -> None:
+        if path.is_root:
+            raise PermissionDenied("Cannot change the root directory.")
+        await self._require_directory(path.parent)
+        key = self._key(path)
+        if await self._client.head(key) is not None or await self._is_directory(path):
+            raise AlreadyExists()
+        await self._client.put(key + "/", b"", self._metadata)
+
+    def remove_directory(self, path: VirtualPath) -> Deferred[None]:
+        return _run(self._remove_directory(path))
+
+    async def _remove_directory(self, path: VirtualPath) -> None:
+        if path.is_root:
+            raise PermissionDenied("Cannot remove the root directory.")
+        marker = self._key(path) + "/"
+        page = await self._client.list_page(marker, delimiter=None, max_keys=2)
+        if not page.objects:
+            if await self._client.head(self._key(path)) is not None:
+                raise NotADirectory()
+            raise await self._missing(path)
+        if any(found.key != marker for found in page.objects):
+            raise DirectoryNotEmpty()
+        await self._keep_directory(path.parent)
+        await self._client.delete(marker)
+
+    def remove_file(self, path: VirtualPath) -> Deferred[None]:
+        return _run(self._remove_file(path))
+
+    async def _remove_file(self, path: VirtualPath) -> None:
+        if path.is_root:
+            raise PermissionDenied("Cannot remove the root directory.")
+        key = self._key(path)
+        if await self._client.head(key) is None:
+            if await self._is_directory(path):
+                raise IsADirectory()
+            raise await self._missing(path)
+        await self._keep_directory(path.parent)
+        await self._client.delete(key)
+
+    def rename(self, source: VirtualPath, destination: VirtualPath) -> Deferred[None]:
+        return _run(self._rename(source, destination))
+
+    async def _rename(self, source: VirtualPath, destination: VirtualPath) -> None:
+        if source.is_root or destination.is_root:
+            raise PermissionDenied("Cannot rename the root directory.")
+        if destination.is_within(source):
+            if destination == source:
+                await self._stat(source)
+                return
+            raise InvalidPath("Cannot move a directory into itself.")
+        found = await self._client.head(self._key(source))
+        if found is None:
+            if not await self._is_directory(source):
+                raise await self._missing(source)
+            await self._rename_directory(source, destination)
+            return
+        await self._require_directory(destination.parent)
+        if await self._is_directory(destination):
+            raise AlreadyExists("Destination is a directory.")
+        await self._copy(found, self._key(destination))
+        await self._keep_directory(source.parent)
+        await self._client.delete(found.key)
+
+    async def _copy(self, found: ObjectInfo, destination: str, metadata: Mapping[str, str] | None = None) -> None:
+        """
+        Copy an object on the S3 side, in parts above L{copy_limit}.
+
+        @param metadata: new user metadata; the source's when C{None}.
+        """
+        if found.size <= self.copy_limit:
+            await self._client.copy(found.key, destination, found.etag or None, metadata, found.content_type)
+            return
+        if metadata is None:
+            metadata = (await self._client.head(found.key) or found).metadata
+        copy = S3Upload(self._client, destination, metadata, self._config.part_size, 1)
+        copy.copy_from(found.key, found.size, found.etag, self.copy_part_size)
+        await copy.finish()
+
+    async def _rename_directory(self, source: VirtualPath, destination: VirtualPath) -> None:
+        await self._require_directory(destination.parent)
+        target = self._key(destination)
+        if await self._client.head(target) is not None or await self._is_directory(destination):
+            raise AlreadyExists()
+        old, new = self._key(source) + "/", target + "/"
+        limit = self._config.rename_limit
+        objects: list[ObjectInfo] = []
+        token: str | None = None
+        while True:
+            page = await self._client.list_page(old, delimiter=None, token=token, max_keys=self.list_page_size)
+            objects.extend(page.objects)
+            if len(objects) > limit:
+                raise PermissionDenied(f"Directory too large to rename (more than {limit} objects).")
+            token = page.next_token
+            if token is None:
+                break
+        copied: list[str] = []
+
+        async def copy(found: ObjectInfo) -> None:
+            target_key = new + found.key[len(old) :]
+            await self._copy(found, target_key)
+            copied.append(target_key)
+
+        try:
+            await _each(objects, copy, _RENAME_CONCURRENCY)
+        except BaseException:
+            await _each(copied, self._delete_quietly, _RENAME_CONCURRENCY)
+            raise
+        await self._keep_directory(source.parent)
+        await _each([found.key for found in objects], self._client.delete, _RENAME_CONCURRENCY)
+
+    async def _delete_quietly(self, key: str) -> None:
+        try:
+            await self._client.delete(key)
+        except Exception:
+            _log.failure("Could not delete {key} while undoing a rename", key=key)
+
+    # Metadata (MFMT, SITE CHMOD)
+
+    def set_mtime(self, path: VirtualPath, mtime: float) -> Deferred[None]:
+        return _run(self._set_mtime(path, mtime))
+
+    async def _set_mtime(self, path: VirtualPath, mtime: float) -> None:
+        """Keep C{mtime} as the object's C{mtime} metadata: S3 has no settable modification time."""
+        if path.is_root:
+            raise PermissionDenied("Directories have no modification time here.")
+        found = await self._client.head(self._key(path))
+        if found is None:
+            if await self._is_directory(path):
+                raise PermissionDenied("Directories have no modification time here.")
+            raise await self._missing(path)
+        await self._copy(found, found.key, {**found.metadata, _MTIME: f"{mtime:.3f}"})
+
+    def set_permissions(self, path: VirtualPath, mode: int) -> Deferred[None]:
+        return fail(ParameterNotSupported("Objects in S3 have no permissions."))
+
+    # Transfers
+
+    def open_read(self, path: VirtualPath, offset: int) -> Deferred[IReadFile]:
+        return _run(self._open_read(path, offset))
+
+    async def _open_read(self, path: VirtualPath, offset: int) -> IReadFile:
+        check_offset(offset)
+        if path.is_root:
+            raise IsADirectory()
+        try:
+            response = await self._client.get_stream(self._key(path), offset)
+        except S3Error as error:
+            if error.status != 404:
+                raise
+            if await self._is_directory(path):
+                raise IsADirectory() from None
+            raise await self._missing(path) from None
+        if response is None:
+            return StreamingReader(io.BytesIO().read, 0, self._reactor)
+        return _S3Reader(response, self._reactor, self._config.request_timeout)
+
+    def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
+        return _run(self._open_write(path, mode, offset))
+
+    async def _open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> IWriteFile:
+        check_offset(offset)
+        if path.is_root:
+            raise PermissionDenied("Cannot write the root directory.")
+        await self._require_directory(path.parent)
+        key = self._key(path)
+        existing = await self._client.head(key)
+        if existing is None and await self._is_directory(path):
+            raise IsADirectory()
+        size = existing.size if existing is not None else 0
+        wanted = {WriteMode.TRUNCATE: 0, WriteMode.APPEND: size, WriteMode.OFFSET: offset}[mode]
+        kept = min(wanted, size)
+        padding = wanted - kept
+        part_size = self._config.part_size
+        if padding > part_size:
+            raise ParameterNotSupported("Restart offset is beyond the end of the file.")
+        upload = S3Upload(self._client, key, self._metadata, part_size, self._config.parts_in_flight)
+        if existing is not None and kept >= MIN_PART_SIZE:
+            upload.copy_from(key, kept, existing.etag)
+        elif existing is not None and kept:
+            upload.write(await self._client.get_bytes(key, 0, kept - 1, existing.etag or None))
+        if padding:
+            upload.write(bytes(padding))
+        return upload
+
+
+@implementer(IStorageFactory)
+class S3StorageFactory:
+    """
+    Gives each session an L{S3Storage} on one bucket, rooted at the
+    configured prefix, narrowed to the session's root when the authenticator
+    names one (one bucket, many isolated users).
+
+    @param config: the bucket and limits; a missing endpoint and region are
+        taken from the standard AWS settings (see L{S3Config.with_environment}).
+    @param reactor: the reactor; the global one when omitted.
+    @param http_client: a treq C{HTTPClient}; by default one on a pool of
+        C{config.max_connections} persistent connections.
+    @param credentials: botocore credentials to sign with; by default
+        botocore's standard chain, looked up in a thread.
+    @param environ: the environment to read settings from; C{os.environ} when omitted.
+    """
+
+    def __init__(
+        self,
+        config: S3Config,
+        *,
+        reactor: Any = None,
+        http_client: Any = None,
+        credentials: Any = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config.with_environment(environ)
+        self._reactor = reactor
+        self._http = http_client
+        self._credentials = credentials
+        self._pool: Any = None
+        self._client: S3Client | None = None
+
+    @property
+    def client(self) -> S3Client:
+        """The bucket's client, made on first use."""
+        if self._client is None:
+            reactor = self._reactor
+            if reactor is None:
+                from twisted.internet import reactor as _reactor
+
+                reactor = self._reactor = _reactor
+            http = self._http
+            if http is None:
+                http, self._pool = default_http_client(reactor, self.config)
+            credentials = CredentialSource(reactor, self._credentials, self.config.profile)
+            self._client = S3Client(self.config, http, credentials, reactor)
+        return self._client
+
+    def storage_for(self, session: Session) -> Deferred[IStorage]:
+        return _run(self._storage_for(session))
+
+    async def _storage_for(self, session: Session) -> IStorage:
+        storage = S3Storage(self.client, self.config.prefix, self._reactor)
+        root = session.root
+        if root is not None and not root.is_root:
+            if not await storage._is_directory(root):
+                raise FileNotFound("Home directory does not exist.")
+            storage = S3Storage(self.client, storage._directory_prefix(root), self._reactor)
+        return for_session(storage, session)
+
+    def close(self) -> Deferred[None]:
+        """Close the idle connections of the default HTTP client (at shutdown)."""
+        if self._pool is None:
+            return succeed(None)
+        closing: Deferred[None] = self._pool.closeCachedConnections()
+        return closing
+
+
+# The --storage s3:... specification
+
+_SIZE = re.compile(r"^(\d+)\s*(|k|kib|m|mib|g|gib)$", re.IGNORECASE)
+_MULTIPLIERS = {"": 1, "k": KiB, "kib": KiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB}
+
+
+def _size(text: str) -> int:
+    found = _SIZE.match(text.strip())
+    if not found:
+        raise ValueError(f"expected a size in bytes such as 8388608 or 8MiB, not {text!r}")
+    return int(found.group(1)) * _MULTIPLIERS[found.group(2).lower()]
+
+
+def _integer(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"expected a whole number, not {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, not {text!r}") from None
+    return value
+
+
+#: Spec option name: (S3Config field, value parser).
+_SPEC_OPTIONS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "bucket": ("bucket", str),
+    "prefix": ("prefix", str),
+    "region": ("region", str),
+    "endpoint": ("endpoint_url", str),
+    "addressing": ("addressing", str),
+    "part_size": ("part_size", _size),
+    "parts_in_flight": ("parts_in_flight", _integer),
+    "timeout": ("request_timeout", _seconds),
+    "retries": ("retries", _integer),
+    "rename_limit": ("rename_limit", _integer),
+    "max_connections": ("max_connections", _integer),
+    "profile": ("profile", str),
+}
+_OPTION_NAME = re.compile(r"^[a-z_]+$")
+
+
+def _split_spec(text: str) -> list[str]:
+    """Split at colons, except those escaped with a backslash."""
+    tokens, current = [], []
+    characters = iter(text)
+    for character in characters:
+        if character == "\\":
+            current.append(next(characters, "\\"))
+        elif character == ":":
+            tokens.append("".join(current))
+            current = []
+        else:
+            current.append(character)
+    tokens.append("".join(current))
+    return tokens
+
+
+def parse_spec(argument: str) -> dict[str, str]:
+    """
+    Parse C{NAME=VALUE[:NAME=VALUE...]} into a dict.
+
+    A piece without C{=} continues the previous value after a colon, so
+    C{endpoint=http://127.0.0.1:9000} needs no escaping; C{\\:} is a literal
+    colon anywhere.
+
+    @raise ValueError: for unknown or repeated names and pieces that are not C{NAME=VALUE}.
+    """
+    options: dict[str, str] = {}
+    last: str | None = None
+    for token in _split_spec(argument):
+        name, equals, value = token.partition("=")
+        if equals and _OPTION_NAME.match(name):
+            if name not in _SPEC_OPTIONS:
+                known = ", ".join(_SPEC_OPTIONS)
+                raise ValueError(f"unknown option {name!r} (known: {known})")
+            if name in options:
+                raise ValueError(f"option {name!r} given twice")
+            options[name] = value
+            last = name
+        elif last is not None:
+            options[last] += ":" + token
+        else:
+            raise ValueError(f"expected NAME=VALUE, not {token!r}")
+    return options
+
+
+def storage_factory_from_spec(argument: str, environ: Mapping[str, str] | None = None) -> S3StorageFactory:
+    """
+    Build an S3 storage factory from the text after C{--storage s3:}:
+    C{bucket=NAME[:prefix=P][:region=R][:endpoint=URL][:addressing=path|virtual|auto]
+    [:part_size=BYTES][:parts_in_flight=N][:timeout=SECONDS][:retries=N]
+    [:rename_limit=N][:max_connections=N][:profile=NAME]}.
+
+    The endpoint, region and credentials otherwise come from the standard AWS
+    environment variables and files, so C{AWS_ENDPOINT_URL_S3=http://127.0.0.1:9000
+    twistd -n exftp --storage s3:bucket=b} works.
+
+    @raise ValueError: with a message that names the problem.
+    """
+    options = parse_spec(argument)
+    if not options.get("bucket"):
+        raise ValueError("bucket=NAME is required, e.g. s3:bucket=my-bucket")
+    fields: dict[str, Any] = {}
+    for name, text in options.items():
+        field_name, parse = _SPEC_OPTIONS[name]
+        try:
+            fields[field_name] = parse(text)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+    config = S3Config(**fields)
+    try:
+        return S3StorageFactory(config, environ=environ)
+    except Exception as error:  # e.g. botocore's ProfileNotFound
+        raise ValueError(str(error)) from None
