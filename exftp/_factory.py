@@ -174,15 +174,28 @@ class FTPFactory(ServerFactory):
         """Count down a closed passive listener."""
         self.passive_listeners = max(0, self.passive_listeners - 1)
 
-    def shutdown(self) -> Deferred[Any]:
+    def shutdown(self, grace: float = 0.0) -> Deferred[Any]:
         """
-        Send 421 to every session and close them.
+        Close every session with 421.
 
-        @return: a Deferred that fires once every control connection is closed.
+        @param grace: seconds that running transfers may take to finish
+            (idle sessions are closed at once); after it they are aborted.
+        @return: a Deferred that fires once every session is closed and its
+            clean-up (e.g. aborting an upload) is done.
         """
         sessions = list(self.sessions)
-        for session in sessions:
-            session.shutdown()
         if sessions:
             _log.info("Closing {count} sessions for shutdown", count=len(sessions))
-        return DeferredList([session.closed for session in sessions])
+        for session in sessions:
+            session.shutdown(graceful=grace > 0)
+        closed: Deferred[Any] = DeferredList([session.closed for session in sessions])
+        if grace > 0 and sessions:
+
+            def force() -> None:
+                for session in sessions:
+                    if not session.closed.called:
+                        session.shutdown()
+
+            timer = self.reactor.callLater(grace, force)
+            closed.addBoth(lambda result: (timer.cancel() if timer.active() else None, result)[1])
+        return closed

@@ -141,8 +141,10 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self._after_command: list[Deferred[None]] = []
         self._disconnected = False
         self._discarding = False
+        self._closing = False
+        self._control_closing = False
         self._login_timer: Any = None
-        #: Fires when the control connection is gone.
+        #: Fires when the control connection is gone and its clean-up is done.
         self.closed: Deferred[None] = Deferred()
 
     # Connection life cycle
@@ -195,20 +197,35 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             self._transfer.aborted = True
             self._transfer.channel.close()
         self._close_channel()
-        if self._running is not None and not self._running.called:
-            self._running.cancel()
-        self.closed.callback(None)
+        running = self._running
+        if running is not None and not running.called:
+            running.cancel()
+        if running is not None and not running.called:
+            # Cleaning up (aborting an upload) still runs; closed waits for it.
+            running.addBoth(lambda _: self.closed.callback(None))
+        else:
+            self.closed.callback(None)
 
     def timeoutConnection(self) -> None:
         self.reply(Reply.SERVICE_NOT_AVAILABLE, "Timeout: closing control connection.")
         self._close_control()
 
-    def shutdown(self) -> None:
-        """Tell the client the server is going away and close (421)."""
+    def shutdown(self, graceful: bool = False) -> None:
+        """
+        Tell the client the server is going away and close (421).
+
+        @param graceful: let a running transfer finish first (its 226 is
+            sent, then the 421); otherwise it is aborted (426).
+        """
+        if graceful and self._transfer is not None:
+            self._closing = True
+            return
+        self._closing = False
         self.reply(Reply.SERVICE_NOT_AVAILABLE, "Server shutting down; closing control connection.")
         self._close_control()
 
     def _close_control(self) -> None:
+        self._control_closing = True
         if self._transfer is not None:
             self._transfer.aborted = True
             self._transfer.channel.close()
@@ -218,7 +235,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
 
     def reply(self, code: int, text: str | list[str]) -> None:
         """Send a reply (single or multi-line)."""
-        if not self._disconnected and self.transport is not None:
+        if not self._disconnected and not self._control_closing and self.transport is not None:
             self.transport.write(format_reply(code, text))
 
     # Line handling
@@ -333,6 +350,9 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         waiters, self._after_command = self._after_command, []
         for waiter in waiters:
             waiter.callback(None)
+        if self._closing and not self._disconnected:
+            self.shutdown()
+            return
         while self._queue and not self._busy and not self._disconnected:
             self._handle(self._queue.popleft())
         if self.paused and not self._queue and not self._disconnected:

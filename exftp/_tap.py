@@ -114,6 +114,7 @@ _NON_NEGATIVE = (
     "login-failure-delay",
     "max-login-failures",
     "login-timeout",
+    "shutdown-grace",
     "stalled-timeout",
     "max-sessions",
     "max-sessions-per-ip",
@@ -170,6 +171,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["tls-key", None, None, "PEM private key for --tls-cert."],
         ["login-failure-delay", None, 1.0, "Seconds before a failed login is answered.", float],
         ["max-login-failures", None, 3, "Failed logins after which the connection is closed.", int],
+        ["shutdown-grace", None, 10.0, "Seconds running transfers may take to finish on shutdown.", float],
         ["login-timeout", None, 60.0, "Seconds a client may take to log in.", float],
         ["stalled-timeout", None, 300.0, "Seconds without data moving before a transfer is aborted (0: never).", float],
         ["max-sessions", None, 1000, "Control connections allowed at once.", int],
@@ -284,14 +286,15 @@ class _ListeningService(service.Service):
 
 
 class _ShutdownService(service.Service):
-    """On stop, sends 421 to every session and waits for them to close."""
+    """On stop, lets transfers finish for a while, sends 421 to every session and waits for them to close."""
 
-    def __init__(self, factory: FTPFactory) -> None:
+    def __init__(self, factory: FTPFactory, grace: float) -> None:
         self.factory = factory
+        self.grace = grace
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        return self.factory.shutdown()
+        return self.factory.shutdown(self.grace)
 
 
 def _reload_on_sighup(reactor: Any, settings: TLSSettings) -> None:
@@ -334,7 +337,7 @@ def makeService(options: Options) -> service.MultiService:
     if options["tls"] is not None:
         _reload_on_sighup(factory.reactor, options["tls"])
     top = service.MultiService()
-    _ShutdownService(factory).setServiceParent(top)
+    _ShutdownService(factory, options["shutdown-grace"]).setServiceParent(top)
     for description in options["ports"]:
         _ListeningService(description, factory).setServiceParent(top)
     return top

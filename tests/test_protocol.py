@@ -824,3 +824,37 @@ class TLSCommandTests(SynchronousTestCase):
         client = _Client(tls_policy=TLSPolicy(require_tls=True))
         self.assertEqual(client.send("USER alice"), ["530 TLS required: use AUTH TLS first."])
         self.assertEqual(client.send("PASS secret")[0][:4], "503 ")
+
+
+class GracefulShutdownTests(SynchronousTestCase):
+    def test_running_transfer_finishes_before_421(self) -> None:
+        client = _Client()
+        client.login()
+        factory = client.passive()
+        proto, _transport = client.connect(factory)
+        client.send("STOR last.bin")
+        done = client.factory.shutdown(grace=30)
+        self.assertEqual(client.replies(), [])
+        proto.dataReceived(b"complete")
+        _close(proto)
+        client.pump()
+        self.assertEqual(
+            client.replies(), ["226 Transfer complete.", "421 Server shutting down; closing control connection."]
+        )
+        self.assertEqual(client.storage.read_file("/last.bin"), b"complete")
+        client.proto.connectionLost(Failure(internet_error.ConnectionDone()))
+        self.successResultOf(done)
+
+    def test_transfer_aborted_after_grace(self) -> None:
+        client = _Client()
+        client.login()
+        factory = client.passive()
+        proto, _transport = client.connect(factory)
+        client.send("STOR slow.bin")
+        proto.dataReceived(b"part")
+        client.factory.shutdown(grace=30)
+        client.reactor.advance(31)
+        _close(proto, clean=False)
+        client.pump()
+        self.assertEqual([r[:4] for r in client.replies()], ["421 "])
+        self.assertRaises(FileNotFound, client.storage.read_file, "/slow.bin")
