@@ -556,7 +556,11 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             async with self._transferring(channel, opening, Action.UPLOAD, description) as transfer:
                 connection = await self._connect(channel)
                 clean = await connection.receive(_CountingWriteFile(upload, transfer))
-                if transfer.aborted or not clean:
+                # A client that dies closes both connections at once: let the
+                # control connection's loss be noticed before committing, so
+                # a killed client's partial upload is not taken as complete.
+                await deferLater(self.factory.reactor, 0)
+                if transfer.aborted or not clean or self._disconnected:
                     raise transfer.aborted_error()
                 await self.call(upload.finish)
                 committed = True
@@ -723,7 +727,7 @@ def _features(proto: FTPProtocol) -> list[str]:
         f"HASH {hashes}",
         "HOST",
         "MDTM",
-        "MFMT",
+        *(["MFMT"] if proto.storage is None or IStorageMetadata.providedBy(proto.storage) else []),
         f"MLST {mlst}",
         "PASV",
         "REST STREAM",

@@ -858,3 +858,26 @@ class GracefulShutdownTests(SynchronousTestCase):
         client.pump()
         self.assertEqual([r[:4] for r in client.replies()], ["421 "])
         self.assertRaises(FileNotFound, client.storage.read_file, "/slow.bin")
+
+
+class KilledClientTests(SynchronousTestCase):
+    def test_client_killed_mid_upload_keeps_old_content(self) -> None:
+        """Data EOF and control loss together (a killed client) is not a finished upload."""
+        client = _Client()
+        client.storage.add_file("/f.bin", b"old content")
+        client.login()
+        factory = client.passive()
+        proto, _transport = client.connect(factory)
+        client.send("STOR f.bin")
+        proto.dataReceived(b"partial")
+        _close(proto)
+        client.proto.connectionLost(Failure(internet_error.ConnectionDone()))
+        client.pump()
+        self.assertEqual(client.storage.read_file("/f.bin"), b"old content")
+
+    def test_feat_hides_mfmt_without_metadata_support(self) -> None:
+        client = _Client()
+        client.login()
+        self.assertIn(" MFMT", client.send("FEAT"))
+        client.proto.storage = object()  # type: ignore[assignment]
+        self.assertNotIn(" MFMT", client.send("FEAT"))
