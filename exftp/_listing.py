@@ -113,11 +113,16 @@ def mlsx_line(
     if "perm" in wanted:
         perms = ("elcdfmp", "el") if info.is_directory else ("radfw", "r")
         values.append(("perm", perms[0] if writable else perms[1]))
-    if "unique" in wanted and info.unique:
+    if "unique" in wanted and info.unique and _fact_value(info.unique):
         values.append(("unique", info.unique))
     if "unix.mode" in wanted:
         values.append(("unix.mode", f"0{info.permissions:o}"))
     return "".join(f"{fact}={value};" for fact, value in values) + " " + (info.name if name is None else name)
+
+
+def _fact_value(text: str) -> bool:
+    """Whether C{text} can be a fact's value: printable, without the separators C{;}, C{=} or a space."""
+    return text.isprintable() and not set("; =").intersection(text)
 
 
 def format_mlsd(
@@ -129,7 +134,7 @@ def format_mlsd(
     if parent is not None:
         lines.append(mlsx_line(parent, facts, writable, "pdir", ".."))
     lines.extend(mlsx_line(e, facts, writable) for e in entries if _safe(e.name))
-    return "".join(line + "\r\n" for line in lines).encode()
+    return "".join(line + "\r\n" for line in lines).encode("utf-8", "replace")
 
 
 def parse_mdtm(text: str) -> float:
@@ -138,8 +143,8 @@ def parse_mdtm(text: str) -> float:
 
     @raise ValueError: when the text is not such a time.
     """
-    whole, _, fraction = text.partition(".")
-    if len(whole) != 14 or not whole.isdigit() or (fraction and not fraction.isdigit()):
+    whole, dot, fraction = text.partition(".")
+    if not text.isascii() or len(whole) != 14 or not whole.isdigit() or (dot and not fraction.isdigit()):
         raise ValueError(f"not a time value: {text!r}")
     parsed = time.strptime(whole, "%Y%m%d%H%M%S")
     return calendar.timegm(parsed) + (float("0." + fraction) if fraction else 0.0)

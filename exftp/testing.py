@@ -4,6 +4,9 @@ Helpers for testing code that uses exftp: in-memory users and storage.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -38,6 +41,13 @@ class MemoryAuthenticator:
         self.roots = dict(roots or {})
         #: Every successful login, in order: for assertions.
         self.logins: list[Session] = []
+        self._key = secrets.token_bytes(16)
+
+    def _credential(self, password: str | None) -> str | None:
+        """A keyed digest of C{password}: sessions (and their reprs in logs) never hold the password."""
+        if password is None:
+            return None
+        return hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def valid_user(self, username: str) -> Deferred[bool]:
         return succeed(username in self.users)
@@ -50,10 +60,12 @@ class MemoryAuthenticator:
             username,
             root=VirtualPath.parse(root) if root else None,
             read_only=username in self.read_only,
-            attributes={"password": password},
+            attributes={"credential": self._credential(password)},
         )
         self.logins.append(session)
         return succeed(session)
 
     def authenticated(self, session: Session) -> Deferred[bool]:
-        return succeed(self.users.get(session.username) == session.attributes.get("password"))
+        current = self._credential(self.users.get(session.username))
+        held = session.attributes.get("credential")
+        return succeed(current is not None and isinstance(held, str) and hmac.compare_digest(current, held))

@@ -28,10 +28,17 @@ class CredentialsCheckerAuthenticator:
             raise ValueError("The checker must accept user names and passwords.")
         self.checker = checker
         self.read_only = read_only
-        # twisted.cred is inconsistent: the in-memory checker of strcred's
-        # "memory:" keeps text, file and unix checkers take bytes.
-        users = getattr(checker, "users", None)
-        self._wants_text = isinstance(users, dict) and any(isinstance(u, str) for u in users)
+
+    def _wants_text(self) -> bool:
+        """
+        Whether the checker compares text rather than bytes.
+
+        twisted.cred is inconsistent: the in-memory checker of strcred's
+        C{memory:} keeps text, file and unix checkers take bytes. Asked at each
+        login, as users may be added to an in-memory checker at any time.
+        """
+        users = getattr(self.checker, "users", None)
+        return isinstance(users, dict) and any(isinstance(u, str) for u in users)
 
     def valid_user(self, username: str) -> Deferred[bool]:
         return succeed(True)
@@ -42,14 +49,14 @@ class CredentialsCheckerAuthenticator:
     async def _login(self, username: str, password: str) -> Session:
         credentials = (
             UsernamePassword(username, password)  # type: ignore[arg-type]
-            if self._wants_text
+            if self._wants_text()
             else UsernamePassword(username.encode(), password.encode())
         )
         try:
             avatar_id = await maybeDeferred(self.checker.requestAvatarId, credentials)
         except Exception:
             raise LoginFailed() from None
-        name = avatar_id.decode() if isinstance(avatar_id, bytes) else str(avatar_id)
+        name = avatar_id.decode("utf-8", "replace") if isinstance(avatar_id, bytes) else str(avatar_id)
         return Session(name, read_only=self.read_only)
 
     def authenticated(self, session: Session) -> Deferred[bool]:

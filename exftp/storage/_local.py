@@ -9,6 +9,7 @@ complete and flushed to disk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import os
@@ -27,6 +28,7 @@ from zope.interface import implementer
 
 from .._errors import (
     AlreadyExists,
+    CommandSyntaxError,
     DirectoryNotEmpty,
     FileNotFound,
     FTPError,
@@ -44,13 +46,14 @@ from .._interfaces import (
     IReadFile,
     IStorage,
     IStorageFactory,
+    IStorageMetadata,
     IWriteFile,
     Session,
     WriteMode,
 )
 from .._paths import VirtualPath
 from ._readonly import for_session
-from ._streaming import CHUNK_SIZE, StreamingReader
+from ._streaming import CHUNK_SIZE, StreamingReader, check_offset, check_permissions
 
 #: Prefix of the temporary files that hold uploads in progress; never listed.
 TEMPORARY_PREFIX = ".exftp-upload-"
@@ -70,6 +73,7 @@ _ERRNO_ERRORS: dict[int, type[FTPError]] = {
     errno.EDQUOT: QuotaExceeded,
     errno.ENAMETOOLONG: InvalidPath,
     errno.EINVAL: InvalidPath,
+    errno.ELOOP: PermissionDenied,
 }
 
 _T = TypeVar("_T")
@@ -95,6 +99,28 @@ def _deferred(method: Callable[..., _T]) -> Callable[..., Deferred[_T]]:
             return fail(error)
 
     return wrapper
+
+
+def _settled(work: Deferred[_T], orphan: Callable[[_T | Failure], object]) -> Deferred[_T]:
+    """
+    Follow C{work}, a job in a worker thread that cannot be stopped.
+
+    Cancelling the returned Deferred leaves C{work} alone; its result, when it
+    comes, goes to C{orphan} so that what the job made (a descriptor, a
+    temporary file) can be released instead of leaking.
+    """
+    follower: Deferred[_T] = Deferred()
+
+    def deliver(result: _T | Failure) -> None:
+        if follower.called:
+            orphan(result)
+        elif isinstance(result, Failure):
+            follower.errback(result)
+        else:
+            follower.callback(result)
+
+    work.addBoth(deliver)
+    return follower
 
 
 @lru_cache(maxsize=256)
@@ -125,7 +151,28 @@ def _info(name: str, result: os.stat_result, kind: FileKind | None = None) -> Fi
         owner=_user_name(result.st_uid),
         group=_group_name(result.st_gid),
         links=result.st_nlink,
+        unique=f"{result.st_dev:x}g{result.st_ino:x}",
     )
+
+
+def _open_regular(local: str) -> int:
+    """
+    Open C{local} for reading without blocking on FIFOs or devices.
+
+    @raise IsADirectory: for a directory.
+    @raise PermissionDenied: for anything else that is not a regular file.
+    """
+    fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat_module.S_ISDIR(mode):
+            raise IsADirectory()
+        if not stat_module.S_ISREG(mode):
+            raise PermissionDenied("Not a regular file.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @implementer(IWriteFile)
@@ -136,6 +183,10 @@ class _FileWriter:
     Writes are queued and flushed in batches off the reactor thread; above
     C{_HIGH_WATER} queued bytes the data connection is paused, so a slow disk
     slows the client instead of filling memory.
+
+    A write in a worker thread cannot be stopped; cancelling L{finish} or
+    L{abort} only stops waiting for it, and the descriptor is closed only once
+    no thread uses it any more.
     """
 
     def __init__(self, fd: int, temporary: str, target: str, run: Callable[..., Deferred[Any]]) -> None:
@@ -182,7 +233,7 @@ class _FileWriter:
 
     def _written(self, _: None) -> None:
         self._writing = None
-        if self._queue:
+        if self._queue and not self._closed:
             self._flush()
         elif self._paused and self._producer is not None:
             self._paused = False
@@ -197,8 +248,11 @@ class _FileWriter:
             self._producer.stopProducing()
 
     async def _drain(self) -> None:
+        """Wait until no write is running (without cancelling the one that is)."""
         while self._writing is not None:
-            await self._writing
+            waiter: Deferred[None] = Deferred()
+            self._writing.addBoth(_fire, waiter)
+            await waiter
 
     def finish(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._finish())
@@ -206,24 +260,31 @@ class _FileWriter:
     async def _finish(self) -> None:
         if self._closed:
             raise StorageUnavailable("Upload already closed.")
-        if self._queue and self._writing is None:
-            self._flush()
         await self._drain()
         if self._error is not None:
             await self.abort()
             raise self._error
         self._closed = True
         try:
-            await self._run(self._commit)
+            await _settled(self._run(self._commit), self._commit_orphaned)
         except OSError as error:
             await self._run(self._discard)
             raise storage_error(error) from None
+
+    def _commit_orphaned(self, result: object) -> None:
+        if isinstance(result, Failure):
+            self._run(self._discard)
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def _commit(self) -> None:
         try:
             os.fsync(self._fd)
         finally:
-            os.close(self._fd)
+            self._close_fd()
         os.replace(self._temporary, self._target)
         directory = os.open(os.path.dirname(self._target), os.O_RDONLY)
         try:
@@ -232,14 +293,10 @@ class _FileWriter:
             os.close(directory)
 
     def _discard(self) -> None:
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
+            self._close_fd()
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temporary)
-        except FileNotFoundError:
-            pass
 
     def abort(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._abort())
@@ -249,14 +306,18 @@ class _FileWriter:
             return
         self._closed = True
         self._queue.clear()
-        try:
-            await self._drain()
-        except Exception:
-            pass
+        await self._drain()
         await self._run(self._discard)
 
 
-@implementer(IStorage)
+def _fire(result: Failure | None, waiter: Deferred[None]) -> Failure | None:
+    """Fire C{waiter} (unless it was cancelled) and pass C{result} on unchanged."""
+    if not waiter.called:
+        waiter.callback(None)
+    return result
+
+
+@implementer(IStorage, IStorageMetadata)
 class FileStorage:
     """
     The directory tree under C{root}, as one user sees it.
@@ -297,10 +358,18 @@ class FileStorage:
             raise FileNotFound()
         return local
 
-    def _checked_new(self, path: VirtualPath) -> str:
-        """The local path for creating C{path}: its parent must be inside the root."""
+    def _checked_new(self, path: VirtualPath, creating: bool = False) -> str:
+        """
+        The local path for changing the entry C{path} itself: its parent must
+        be inside the root, and a link there must not lead out of it.
+
+        @param creating: whether C{path} is to be made, so that a reserved
+            name is refused as a name rather than reported missing.
+        """
         if path.is_root:
             raise PermissionDenied("Cannot change the root directory.")
+        if path.name.startswith(TEMPORARY_PREFIX):
+            raise InvalidPath() if creating else FileNotFound()
         parent = self._checked(path.parent)
         local = os.path.join(parent, path.name)
         if os.path.islink(local) and not self._inside(local):
@@ -313,11 +382,8 @@ class FileStorage:
 
     @_deferred
     def list(self, path: VirtualPath) -> Sequence[FileInfo]:
-        local = self._checked(path)
-        if not os.path.isdir(local):
-            raise NotADirectory()
         entries = []
-        with os.scandir(local) as scan:
+        with os.scandir(self._checked(path)) as scan:
             for entry in scan:
                 if entry.name.startswith(TEMPORARY_PREFIX):
                     continue
@@ -334,7 +400,7 @@ class FileStorage:
 
     @_deferred
     def make_directory(self, path: VirtualPath) -> None:
-        os.mkdir(self._checked_new(path))
+        os.mkdir(self._checked_new(path, creating=True))
 
     @_deferred
     def remove_directory(self, path: VirtualPath) -> None:
@@ -352,81 +418,142 @@ class FileStorage:
 
     @_deferred
     def rename(self, source: VirtualPath, destination: VirtualPath) -> None:
-        if destination.is_within(source):
-            raise InvalidPath("Cannot move a directory into itself.")
         old = self._checked_new(source)
         if not os.path.lexists(old):
             raise FileNotFound()
-        new = self._checked_new(destination)
+        new = self._checked_new(destination, creating=True)
+        if destination == source:
+            return
+        moving_directory = os.path.isdir(old) and not os.path.islink(old)
+        if moving_directory and destination.is_within(source):
+            raise InvalidPath("Cannot move a directory into itself.")
         if os.path.isdir(new) and not os.path.islink(new):
             raise AlreadyExists("Destination is a directory.")
+        if moving_directory and os.path.lexists(new):
+            raise AlreadyExists("Destination exists.")
         os.replace(old, new)
 
     @_deferred
     def open_read(self, path: VirtualPath, offset: int) -> IReadFile:
-        local = self._checked(path)
-        handle = open(local, "rb", buffering=0)  # noqa: SIM115 - closed by the reader
+        check_offset(offset)
+        handle = os.fdopen(_open_regular(self._checked(path)), "rb", buffering=0)
         try:
-            info = os.fstat(handle.fileno())
-            if stat_module.S_ISDIR(info.st_mode):
-                raise IsADirectory()
+            os.set_blocking(handle.fileno(), True)
+            size = os.fstat(handle.fileno()).st_size
             handle.seek(offset)
         except BaseException:
             handle.close()
             raise
-        return StreamingReader(handle.read, max(info.st_size - offset, 0), self._reactor, handle.close)
+        return StreamingReader(handle.read, max(size - offset, 0), self._reactor, handle.close)
+
+    @_deferred
+    def set_mtime(self, path: VirtualPath, mtime: float) -> None:
+        local = self._existing_entry(path)
+        try:
+            os.utime(local, (os.stat(local).st_atime, mtime))
+        except (OverflowError, ValueError):
+            raise CommandSyntaxError("Time out of range.") from None
+
+    @_deferred
+    def set_permissions(self, path: VirtualPath, mode: int) -> None:
+        check_permissions(mode)
+        os.chmod(self._existing_entry(path), mode)
+
+    def _existing_entry(self, path: VirtualPath) -> str:
+        """The local path of an entry (not the root) whose metadata may change; links are followed."""
+        if path.is_root:
+            raise PermissionDenied("Cannot change the root directory.")
+        local = self._checked(path)
+        os.stat(local)  # ENOENT, ENOTDIR, ELOOP as FTP errors
+        return local
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
-        return Deferred.fromCoroutine(self._open_write(path, mode, offset))
+        try:
+            check_offset(offset)
+            target = self._write_target(path)
+        except OSError as error:
+            return fail(storage_error(error))
+        except FTPError as error:
+            return fail(error)
+        return Deferred.fromCoroutine(self._open_write(target, mode, offset))
 
-    async def _open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> IWriteFile:
+    def _write_target(self, path: VirtualPath) -> str:
+        """The local file an upload to C{path} replaces; a link inside the root is followed."""
+        target = self._checked_new(path, creating=True)
+        if os.path.islink(target):
+            target = os.path.realpath(target)
+            if os.path.basename(target).startswith(TEMPORARY_PREFIX):
+                raise InvalidPath()
+        if not stat_module.S_ISDIR(os.stat(os.path.dirname(target)).st_mode):
+            raise NotADirectory()
+        if os.path.isdir(target):
+            raise IsADirectory()
+        return target
+
+    async def _open_write(self, target: str, mode: WriteMode, offset: int) -> IWriteFile:
         try:
-            target = self._checked_new(path)
-            directory = os.path.dirname(target)
-            if not os.path.isdir(directory):
-                raise NotADirectory()
-            if os.path.isdir(target):
-                raise IsADirectory()
-            temporary = os.path.join(directory, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd, temporary = await _settled(self._run(self._create, target, mode, offset), self._orphaned_upload)
         except OSError as error:
-            raise storage_error(error) from None
-        try:
-            await self._run(self._prepare, fd, target, mode, offset)
-        except OSError as error:
-            os.close(fd)
-            os.unlink(temporary)
             raise storage_error(error) from None
         return _FileWriter(fd, temporary, target, self._run)
 
+    def _orphaned_upload(self, result: tuple[int, str] | Failure) -> None:
+        """Release the temporary file of an C{open_write} that was cancelled."""
+        if not isinstance(result, Failure):
+            self._run(_remove_temporary, *result)
+
     @staticmethod
-    def _prepare(fd: int, target: str, mode: WriteMode, offset: int) -> None:
-        """Give the temporary file its permissions and, to resume or append, the old bytes."""
+    def _create(target: str, mode: WriteMode, offset: int) -> tuple[int, str]:
+        """Make the temporary file for an upload to C{target} (in a worker thread)."""
+        temporary = os.path.join(os.path.dirname(target), f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}")
+        # 0o666 lets the kernel apply the umask: no process-wide umask juggling
+        # in a thread. An existing target's permissions are copied below.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
-            old = os.open(target, os.O_RDONLY)
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
+            _prepare(fd, target, mode, offset)
+        except BaseException:
+            _remove_temporary(fd, temporary)
+            raise
+        return fd, temporary
+
+
+def _remove_temporary(fd: int, temporary: str) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(temporary)
+
+
+def _prepare(fd: int, target: str, mode: WriteMode, offset: int) -> None:
+    """Give the temporary file the target's permissions and, to resume or append, its old bytes."""
+    try:
+        old = _open_regular(target)
+    except FileNotFoundError:
+        if mode is WriteMode.OFFSET and offset:
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+        return
+    try:
+        os.set_blocking(old, True)
+        os.fchmod(fd, stat_module.S_IMODE(os.fstat(old).st_mode))
+        if mode is WriteMode.TRUNCATE:
             return
-        try:
-            os.fchmod(fd, stat_module.S_IMODE(os.fstat(old).st_mode))
-            if mode is WriteMode.TRUNCATE:
-                return
-            limit = None if mode is WriteMode.APPEND else offset
-            copied = 0
-            while limit is None or copied < limit:
-                want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - copied)
-                chunk = os.read(old, want)
-                if not chunk:
-                    break
-                os.write(fd, chunk)
-                copied += len(chunk)
-            if limit is not None and copied < limit:
-                os.ftruncate(fd, limit)
-                os.lseek(fd, limit, os.SEEK_SET)
-        finally:
-            os.close(old)
+        limit = None if mode is WriteMode.APPEND else offset
+        copied = 0
+        while limit is None or copied < limit:
+            want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - copied)
+            chunk = os.read(old, want)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+            copied += len(chunk)
+        if limit is not None and copied < limit:
+            os.ftruncate(fd, limit)
+            os.lseek(fd, limit, os.SEEK_SET)
+    finally:
+        os.close(old)
 
 
 @implementer(IStorageFactory)

@@ -5,7 +5,7 @@ A storage kept in memory: for tests, demos and users' own test suites.
 from __future__ import annotations
 
 import io
-import time
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +21,8 @@ from .._errors import (
     InvalidPath,
     IsADirectory,
     NotADirectory,
+    PermissionDenied,
+    StorageUnavailable,
 )
 from .._interfaces import (
     FileInfo,
@@ -28,13 +30,17 @@ from .._interfaces import (
     IReadFile,
     IStorage,
     IStorageFactory,
+    IStorageMetadata,
     IWriteFile,
     Session,
     WriteMode,
 )
 from .._paths import VirtualPath
 from ._readonly import for_session
-from ._streaming import StreamingReader
+from ._streaming import StreamingReader, check_offset, check_permissions
+
+#: Numbers the nodes, for the RFC 3659 C{unique} fact.
+_serial = itertools.count(1)
 
 
 @dataclass
@@ -43,11 +49,15 @@ class _Node:
     data: bytes = b""
     mtime: float = 0.0
     children: dict[str, _Node] = field(default_factory=dict)
+    permissions: int | None = None
+    unique: str = field(default_factory=lambda: f"m{next(_serial):x}")
 
     def info(self, name: str) -> FileInfo:
         if self.directory:
-            return FileInfo(name, FileKind.DIRECTORY, 0, self.mtime, 0o755, links=2)
-        return FileInfo(name, FileKind.FILE, len(self.data), self.mtime, 0o644)
+            mode = 0o755 if self.permissions is None else self.permissions
+            return FileInfo(name, FileKind.DIRECTORY, 0, self.mtime, mode, links=2, unique=self.unique)
+        mode = 0o644 if self.permissions is None else self.permissions
+        return FileInfo(name, FileKind.FILE, len(self.data), self.mtime, mode, unique=self.unique)
 
 
 def _guard(method: Callable[..., object]) -> Callable[..., Deferred]:  # type: ignore[type-arg]
@@ -84,9 +94,13 @@ class _MemoryWriter:
             self._buffer.write(data)
 
     def finish(self) -> Deferred[None]:
-        if not self._done:
-            self._done = True
+        if self._done:
+            return fail(StorageUnavailable("Upload already closed."))
+        self._done = True
+        try:
             self._commit(self._buffer.getvalue())
+        except FTPError as error:
+            return fail(error)
         return succeed(None)
 
     def abort(self) -> Deferred[None]:
@@ -94,7 +108,7 @@ class _MemoryWriter:
         return succeed(None)
 
 
-@implementer(IStorage)
+@implementer(IStorage, IStorageMetadata)
 class MemoryStorage:
     """
     A file tree held in memory.
@@ -108,7 +122,7 @@ class MemoryStorage:
         reactor: IReactorTime | None = None,
         *,
         _root: _Node | None = None,
-        _base: VirtualPath = VirtualPath.root(),
+        _base: VirtualPath | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -116,10 +130,10 @@ class MemoryStorage:
             reactor = _reactor  # type: ignore[assignment]
         self._reactor: IReactorTime = reactor  # type: ignore[assignment]
         self._root = _root or _Node(True, mtime=self._now())
-        self._base = _base
+        self._base = _base if _base is not None else VirtualPath.root()
 
     def _now(self) -> float:
-        return time.time()
+        return self._reactor.seconds()
 
     def view(self, base: VirtualPath) -> MemoryStorage:
         """A storage showing only C{base} (which must exist) as its root."""
@@ -141,18 +155,30 @@ class MemoryStorage:
 
     def _parent(self, path: VirtualPath) -> _Node:
         if path.is_root:
-            raise InvalidPath("Cannot change the root directory.")
+            raise PermissionDenied("Cannot change the root directory.")
         parent = self._node(path.parent)
         if not parent.directory:
             raise NotADirectory()
         return parent
 
     def add_file(self, path: str, data: bytes) -> None:
-        """Create or replace a file, creating its directories: a set-up helper for tests."""
+        """
+        Create or replace a file, creating its directories: a set-up helper for tests.
+
+        @raise NotADirectory: when a file stands where a directory is needed.
+        @raise IsADirectory: when C{path} is a directory.
+        """
         target = VirtualPath.parse(path)
+        if target.is_root:
+            raise IsADirectory()
         node = self._node(VirtualPath.root())
         for name in target.parent.segments:
             node = node.children.setdefault(name, _Node(True, mtime=self._now()))
+            if not node.directory:
+                raise NotADirectory()
+        existing = node.children.get(target.name)
+        if existing is not None and existing.directory:
+            raise IsADirectory()
         node.children[target.name] = _Node(False, data, self._now())
 
     def read_file(self, path: str) -> bytes:
@@ -202,16 +228,21 @@ class MemoryStorage:
         source_parent = self._parent(source)
         node = self._node(source)
         target_parent = self._parent(destination)
-        if node.directory and self._absolute(destination).is_within(self._absolute(source)):
+        if destination == source:
+            return
+        if node.directory and destination.is_within(source):
             raise InvalidPath("Cannot move a directory into itself.")
         existing = target_parent.children.get(destination.name)
         if existing is not None and existing.directory:
             raise AlreadyExists("Destination is a directory.")
+        if existing is not None and node.directory:
+            raise AlreadyExists("Destination exists.")
         del source_parent.children[source.name]
         target_parent.children[destination.name] = node
 
     @_guard
     def open_read(self, path: VirtualPath, offset: int) -> IReadFile:
+        check_offset(offset)
         node = self._node(path)
         if node.directory:
             raise IsADirectory()
@@ -221,6 +252,7 @@ class MemoryStorage:
 
     @_guard
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> IWriteFile:
+        check_offset(offset)
         parent = self._parent(path)
         existing = parent.children.get(path.name)
         if existing is not None and existing.directory:
@@ -233,9 +265,27 @@ class MemoryStorage:
         }[mode]
 
         def commit(data: bytes) -> None:
-            parent.children[path.name] = _Node(False, data, self._now())
+            # Look the directory up again: it may have been moved or removed
+            # during the upload, and then the data must not vanish silently.
+            parent = self._parent(path)
+            current = parent.children.get(path.name)
+            if current is not None and current.directory:
+                raise IsADirectory()
+            kept = current.permissions if current is not None else None
+            parent.children[path.name] = _Node(False, data, self._now(), permissions=kept)
 
         return _MemoryWriter(commit, initial)
+
+    @_guard
+    def set_mtime(self, path: VirtualPath, mtime: float) -> None:
+        self._parent(path)
+        self._node(path).mtime = mtime
+
+    @_guard
+    def set_permissions(self, path: VirtualPath, mode: int) -> None:
+        check_permissions(mode)
+        self._parent(path)
+        self._node(path).permissions = mode
 
 
 @implementer(IStorageFactory)
@@ -246,10 +296,13 @@ class MemoryStorageFactory:
         self.storage = storage if storage is not None else MemoryStorage()
 
     def storage_for(self, session: Session) -> Deferred[IStorage]:
-        try:
-            view = self.storage.view(session.root) if session.root else self.storage
-            if session.root:
-                self.storage._node(session.root)
-        except FTPError as error:
-            return fail(error)
+        view = self.storage
+        if session.root is not None and not session.root.is_root:
+            try:
+                home = self.storage._node(session.root)
+            except FTPError:
+                home = None
+            if home is None or not home.directory:
+                return fail(FileNotFound("Home directory does not exist."))
+            view = self.storage.view(session.root)
         return succeed(for_session(view, session))

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from .._errors import PermissionDenied
-from .._interfaces import FileInfo, IReadFile, IStorage, IWriteFile, Session, WriteMode
+from .._interfaces import FileInfo, IReadFile, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
 from .._paths import VirtualPath
 
 
@@ -18,9 +18,12 @@ def _denied() -> Deferred[None]:
     return fail(PermissionDenied("Permission denied: read-only access."))
 
 
-@implementer(IStorage)
+@implementer(IStorage, IStorageMetadata)
 class ReadOnlyStorage:
-    """Passes reads to the wrapped storage and refuses every change with 550."""
+    """
+    Passes reads to the wrapped storage and refuses every change with 550,
+    metadata changes (MFMT, SITE CHMOD) included.
+    """
 
     def __init__(self, storage: IStorage) -> None:
         self._storage = storage
@@ -48,6 +51,12 @@ class ReadOnlyStorage:
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
         return _denied()  # type: ignore[return-value]
+
+    def set_mtime(self, path: VirtualPath, mtime: float) -> Deferred[None]:
+        return _denied()
+
+    def set_permissions(self, path: VirtualPath, mode: int) -> Deferred[None]:
+        return _denied()
 
 
 def for_session(storage: IStorage, session: Session) -> IStorage:

@@ -13,13 +13,41 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._errors import TransferAborted
+from .._errors import CommandSyntaxError, PermissionDenied, TransferAborted
 from .._interfaces import IReadFile
 
 #: Bytes read and written at a time.
 CHUNK_SIZE = 256 * 1024
 #: Chunks written in one go before yielding to the reactor.
 _BURST = 16
+
+
+def check_offset(offset: int) -> None:
+    """
+    Refuse an offset that no file has.
+
+    @raise CommandSyntaxError: when C{offset} is negative.
+    """
+    if offset < 0:
+        raise CommandSyntaxError("Offset must not be negative.")
+
+
+def check_permissions(mode: int) -> int:
+    """
+    Refuse a SITE CHMOD mode that is not plain permission bits.
+
+    Set-user-ID, set-group-ID and sticky bits are refused: on a server that
+    runs as root they would let an FTP user plant a set-user-ID program.
+
+    @return: C{mode}, when acceptable.
+    @raise CommandSyntaxError: for a mode out of range.
+    @raise PermissionDenied: for the special bits.
+    """
+    if not 0 <= mode <= 0o7777:
+        raise CommandSyntaxError("Mode out of range.")
+    if mode & 0o7000:
+        raise PermissionDenied("Set-user-ID, set-group-ID and sticky bits are not allowed.")
+    return mode
 
 
 @implementer(IReadFile, IPushProducer)
@@ -78,13 +106,20 @@ class StreamingReader:
                 if self._paused or self._closed:
                     return
         except Exception:
-            self._fail(Failure())
+            failure = Failure()
+            self._consumer.unregisterProducer()
+            self._fail(failure)
             return
         self._schedule()
 
+    def _release_once(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
     def _finish(self) -> None:
         consumer, done = self._consumer, self._done
-        self.close()
+        self._release_once()
         if consumer is not None:
             consumer.unregisterProducer()
         if done is not None and not done.called:
@@ -92,7 +127,7 @@ class StreamingReader:
 
     def _fail(self, reason: Failure | None = None) -> None:
         done = self._done
-        self.close()
+        self._release_once()
         if done is not None and not done.called:
             done.errback(reason or Failure(TransferAborted()))
 
@@ -108,6 +143,12 @@ class StreamingReader:
 
     def close(self) -> Deferred[None]:
         if not self._closed:
-            self._closed = True
-            self._release()
+            self._release_once()
+            done, consumer = self._done, self._consumer
+            if done is not None and not done.called:
+                # Closed in the middle of send(): unhook and fail it rather
+                # than leave its Deferred waiting for ever.
+                if consumer is not None:
+                    consumer.unregisterProducer()
+                done.errback(Failure(TransferAborted()))
         return succeed(None)
