@@ -122,7 +122,10 @@ class DataConnection(Protocol):
             self._sink.unregisterProducer()
             self._sink = None
         if not self.closed.called:
-            self.closed.callback(self._clean(reason))
+            clean = self._clean(reason)
+            if not clean:
+                _log.info("Data connection broke: {why!r}", why=reason.value)
+            self.closed.callback(clean)
 
     def _clean(self, reason: Failure) -> bool:
         """
@@ -133,8 +136,14 @@ class DataConnection(Protocol):
         """
         if reason.check(internet_error.ConnectionDone):
             return True
-        error = reason.check(SSL.SysCallError) and reason.value
-        return bool(self._tls is not None and error and error.args and error.args[0] == -1)
+        if self._tls is None or not reason.check(SSL.Error):
+            return False
+        # OpenSSL reports the missing close_notify as a SysCallError(-1) or,
+        # in OpenSSL 3, as an "unexpected eof while reading" error.
+        error = reason.value
+        if isinstance(error, SSL.SysCallError):
+            return bool(error.args and error.args[0] == -1)
+        return "unexpected eof" in str(error).lower()
 
     def close(self) -> Deferred[bool]:
         """Close after the buffered bytes are sent; fires once closed."""

@@ -390,10 +390,16 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         """The TLS arguments for a new data channel: protected when PROT P is in force."""
         if not self.protect_data:
             return {}
+        require_reuse = self.factory.tls_policy.require_session_reuse
+        settings = self.factory.tls
+        if settings is not None and not require_reuse:
+            return {"tls": settings.data_options}
+        # Resuming needs the control connection's own context (implicit FTPS
+        # without --tls-cert also lands here).
         context = control_context(self.transport)
         if context is None:
             return {}
-        return {"tls": SameContext(context), "require_reuse": self.factory.tls_policy.require_session_reuse}
+        return {"tls": SameContext(context), "require_reuse": require_reuse}
 
     def _take_channel(self) -> DataChannel:
         if self.factory.tls_policy.require_protected_data and not self.protect_data:

@@ -4,27 +4,39 @@ The C{twistd exftp} command: options and the service they build.
 
 from __future__ import annotations
 
+import getopt
 import ipaddress
 import os
 import signal
-from collections.abc import Callable, Mapping
-from typing import Any
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import IO, Any
 
 from twisted.application import service
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
+from twisted.python.components import Componentized
+from twisted.python.logfile import LogFile
+from twisted.web.server import Site
 
+from ._config import Setting, load_config, settings_of
 from ._defender import Defender
+from ._events import Action
 from ._factory import FTPFactory
+from ._hooks import HookQueue, WebhookHook, load_callable
 from ._interfaces import IAuthenticator, IStorageFactory
+from ._plugins import authenticator_plugins, storage_plugins
 from ._tls import TLSPolicy, TLSSettings
+from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
-from .auth._http import HTTP_AUTHENTICATORS, authenticator_from_spec
+from .auth._http import HTTP_AUTHENTICATORS, _redacted, authenticator_from_spec
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
 from .storage._local import FileStorageFactory
 from .storage._memory import MemoryStorageFactory
@@ -39,14 +51,46 @@ _AUTHENTICATORS: dict[str, Callable[[], IAuthenticator]] = {
     "passthrough": PassthroughAuthenticator,
 }
 
+#: The built-in authenticators for --help-auth: how to name them, and what they do.
+_AUTHENTICATOR_HELP = [
+    ("anonymous", "users anonymous and ftp, any password, read-only (the default)"),
+    ("noauth", "any user name and password, full access (tests, trusted networks)"),
+    ("passthrough", "any user but root, any password, full access"),
+    ("http-basic:URL", "HTTP Basic against your service (--auth-option for more)"),
+    ("http-digest:URL", "HTTP Digest (RFC 7616) against your service"),
+    ("bearer:URL", "the password is a bearer token checked by your service"),
+    ("webhook:URL", "username and password_hash query parameters to your service"),
+]
+
+#: The built-in storages for --help-storage.
+_STORAGE_HELP = [
+    ("file:DIR", "the directory tree under DIR (the default: the current directory)"),
+    ("memory", "an in-memory tree, for demos and tests"),
+    ("s3:bucket=NAME[:prefix=P]...", "S3 and compatibles (needs exftp[s3]; see the README)"),
+]
+
+
+def _built(kind: str, what: str, build: Callable[[], Any], interface: Any) -> Any:
+    """Call a plugin's C{build}; its ValueError or OSError, or a wrong result, is a usage error."""
+    try:
+        built = build()
+    except (ValueError, OSError) as error:
+        raise usage.UsageError(f"--{what} {kind}: {error}") from None
+    if not interface.providedBy(built):
+        raise usage.UsageError(
+            f"--{what} {kind}: the plugin built {built!r}, which does not provide {interface.__name__}"
+        )
+    return built
+
 
 def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> IAuthenticator:
     """
     Build an authenticator from an C{--auth} string: C{anonymous},
     C{noauth}, C{passthrough}, an HTTP authenticator C{KIND:URL} (KIND one
-    of L{HTTP_AUTHENTICATORS}, configured further by C{options}), or any
+    of L{HTTP_AUTHENTICATORS}, configured further by C{options}), any
     C{twisted.cred.strcred} checker string (C{memory:alice:secret},
-    C{file:/etc/ftp.passwd}, C{unix}).
+    C{file:/etc/ftp.passwd}, C{unix}), or C{NAME:ARGUMENT} for an installed
+    L{exftp.IAuthenticatorPlugin}.
 
     @raise usage.UsageError: when the string names nothing usable.
     """
@@ -63,7 +107,13 @@ def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> I
         return _AUTHENTICATORS[spec]()
     try:
         checker = strcred.makeChecker(spec)
-    except (strcred.InvalidAuthType, strcred.InvalidAuthArgumentString) as error:
+    except strcred.InvalidAuthType as error:
+        plugin = authenticator_plugins().get(kind)
+        if plugin is None:
+            raise usage.UsageError(f"--auth {spec}: {error} (twistd exftp --help-auth lists them)") from None
+        authenticator: IAuthenticator = _built(kind, "auth", lambda: plugin.build(argument), IAuthenticator)
+        return authenticator
+    except strcred.InvalidAuthArgumentString as error:
         raise usage.UsageError(f"--auth {spec}: {error}") from None
     if IUsernamePassword not in checker.credentialInterfaces:
         raise usage.UsageError(f"--auth {spec}: this checker does not check user names and passwords")
@@ -73,7 +123,8 @@ def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> I
 def make_storage_factory(spec: str) -> IStorageFactory:
     """
     Build a storage factory from a C{--storage} string: C{file:DIR},
-    C{memory} or C{s3:bucket=NAME[:prefix=P][:region=R]...}.
+    C{memory}, C{s3:bucket=NAME[:prefix=P][:region=R]...}, or
+    C{NAME:ARGUMENT} for an installed L{exftp.IStoragePlugin}.
 
     @raise usage.UsageError: when the string names nothing usable.
     """
@@ -92,7 +143,14 @@ def make_storage_factory(spec: str) -> IStorageFactory:
         return FileStorageFactory(directory)
     if kind == "memory" and not argument:
         return MemoryStorageFactory()
-    raise usage.UsageError(f"--storage {spec}: unknown storage (use file:DIR, memory or s3:bucket=NAME)")
+    plugin = None if kind == "memory" else storage_plugins().get(kind)
+    if plugin is None:
+        raise usage.UsageError(
+            f"--storage {spec}: unknown storage (use file:DIR, memory, s3:bucket=NAME or an installed plugin; "
+            "twistd exftp --help-storage lists them)"
+        )
+    storage_factory: IStorageFactory = _built(kind, "storage", lambda: plugin.build(argument), IStorageFactory)
+    return storage_factory
 
 
 def parse_port_range(text: str) -> range:
@@ -122,19 +180,21 @@ _NON_NEGATIVE = (
     "ban-threshold",
     "ban-window",
     "ban-time",
+    "hook-retries",
 )
 
 
-def check_endpoint(description: str) -> None:
+def check_endpoint(description: str, option: str = "--port") -> None:
     """
     Check that C{description} is a server endpoint string, without listening.
 
+    @param option: the option that gave it, for the message.
     @raise usage.UsageError: when Twisted cannot parse it.
     """
     try:
         endpoints.serverFromString(MemoryReactor(), description)
     except Exception as error:
-        raise usage.UsageError(f"--port {description}: {error}") from None
+        raise usage.UsageError(f"{option} {description}: {error}") from None
 
 
 def check_ipv4(address: str) -> None:
@@ -149,19 +209,82 @@ def check_ipv4(address: str) -> None:
         raise usage.UsageError(f"--passive-address {address}: must be an IPv4 address") from None
 
 
+def parse_actions(text: str) -> frozenset[Action]:
+    """
+    Parse C{--hook-events}: comma-separated action names (C{upload,download}).
+
+    @raise usage.UsageError: for a name that is not an action.
+    """
+    actions = set()
+    for name in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            actions.add(Action(name))
+        except ValueError:
+            known = ", ".join(action.value for action in Action)
+            raise usage.UsageError(f"--hook-events {name}: not an event (use {known})") from None
+    if not actions:
+        raise usage.UsageError("--hook-events: name at least one event")
+    return frozenset(actions)
+
+
+def _table(rows: Sequence[tuple[str, str]], output: IO[str]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        output.write(f"  {name.ljust(width)}  {description}\n")
+
+
+def _help(output: IO[str], option: str, builtins: Sequence[tuple[str, str]], plugins: Mapping[str, Any]) -> None:
+    """List exftp's own choices for C{--option}, then the installed plugins."""
+    output.write(f"Usage: --{option} NAME[:ARGUMENT]\n\nexftp:\n")
+    _table(builtins, output)
+    if plugins:
+        output.write("\nInstalled plugins:\n")
+        _table([(f"{name}:ARGUMENT", plugin.description) for name, plugin in sorted(plugins.items())], output)
+
+
+#: Configuration keys for the options that C{opt_*} methods handle (see L{exftp._config}).
+_EXTRA_SETTINGS = {
+    "port": Setting("ports", "texts"),
+    "auth": Setting("auth", "text"),
+    "auth_option": Setting("auth_options", "table"),
+    "hook": Setting("hooks", "texts"),
+    "webhook": Setting("webhooks", "texts"),
+}
+
+#: The options a command-line option overrides when a configuration file also sets them.
+_OVERRIDES = {
+    "port": {"ports"},
+    "root": {"root", "storage"},
+    "storage": {"root", "storage"},
+    "auth": {"auth", "auth_options"},
+    "auth-option": set(),
+    "tls-cert": {"tls-cert", "tls-key"},
+    "tls-key": {"tls-cert", "tls-key"},
+    "hook": {"hooks"},
+    "webhook": {"webhooks"},
+}
+
+
 class Options(usage.Options, strcred.AuthOptionMixin):
-    """Command-line options of C{twistd exftp}."""
+    """
+    Command-line options of C{twistd exftp}.
+
+    @param environ: the environment variables that override the
+        configuration file (C{FTP_PORT}...); C{os.environ} when omitted.
+    """
 
     synopsis = "[options]"
     longdesc = (
         "Run the exftp FTP server. By default it listens on 127.0.0.1:2121, serves the "
-        "current directory and allows anonymous read-only logins."
+        "current directory and allows anonymous read-only logins. Every option can also "
+        "be set in a TOML file given with --config; the command line overrides it."
     )
     supportedInterfaces = [IUsernamePassword]
 
     optParameters = [
         ["root", "r", None, "Serve this directory (shorthand for --storage file:DIR)."],
-        ["storage", "s", None, "Storage: file:DIR, memory or s3:bucket=NAME[:prefix=P]. Default: file:<cwd>."],
+        ["storage", "s", None, "Storage: file:DIR, memory, s3:bucket=NAME[:prefix=P] or a plugin's "
+         "NAME:ARG. Default: file:<cwd>."],
         ["passive-ports", None, None, "Port range for passive data connections, e.g. 40000-40100."],
         ["passive-address", None, None, "IPv4 address to announce in PASV replies (public/NAT address)."],
         ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421 (0: never).", float],
@@ -180,6 +303,17 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["ban-threshold", None, 20, "Failed logins from one address within --ban-window that ban it (0: off).", int],
         ["ban-window", None, 600.0, "Seconds over which failed logins are counted for a ban.", float],
         ["ban-time", None, 900.0, "Seconds a banned address is refused.", float],
+        ["config", None, None, "TOML configuration file; command-line options override it."],
+        ["xferlog", None, None, "Append a transfer log in the xferlog format (wu-ftpd, vsftpd) to this file."],
+        ["metrics", None, None, "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
+         "tcp:9100:interface=127.0.0.1 (needs exftp[metrics])."],
+        ["log-format", None, "text", "Log as text, or as json (one JSON object a line)."],
+        ["hook-events", None, None, "Events sent to hooks, comma-separated: login, login_failed, logout, "
+         "upload, download, delete, rename, mkdir, rmdir. Default: all."],
+        ["hook-queue", None, 1000, "Events that may wait for each hook; more are dropped (logged).", int],
+        ["hook-retries", None, 5, "Retries of a failed hook call or webhook post, with backoff from 1 s.", int],
+        ["hook-timeout", None, 10.0, "Seconds one webhook post may take; at shutdown, waiting events get as long.",
+         float],
     ]
     optFlags = [
         ["allow-foreign-addresses", None, "Allow PORT/EPRT to other hosts and low ports (FXP; unsafe)."],
@@ -188,11 +322,45 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["require-tls-reuse", None, "Refuse TLS data connections that do not resume the control session."],
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
+        self.environ = os.environ if environ is None else environ
         self["ports"] = []
         self["auth"] = "anonymous"
         self["auth_options"] = {}
+        self["hooks"] = []
+        self["webhooks"] = []
+        self._command_line_auth_options: set[str] = set()
+
+    # The configuration file
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Apply the configuration file and the environment, then the command line over them."""
+        arguments = list(sys.argv[1:] if options is None else options)
+        given = self._command_line_names(arguments)
+        values = load_config(given.get("config"), settings_of(Options, _EXTRA_SETTINGS), self.environ)
+        overridden: set[str] = set()
+        for name in given:
+            overridden |= _OVERRIDES.get(name, {name})
+        for key, value in values.items():
+            if key not in overridden:
+                self[key] = value
+        super().parseOptions(arguments)
+
+    def _command_line_names(self, arguments: list[str]) -> dict[str, str]:
+        """The long names of the options on the command line, with their (last) values."""
+        try:
+            found, _ = getopt.getopt(arguments, self.shortOpt, self.longOpt)
+        except getopt.GetoptError:
+            return {}  # parseOptions reports it
+        names: dict[str, str] = {}
+        for option, value in found:
+            name = option.lstrip("-")
+            name = self.synonyms.get(name, self.synonyms.get(name.replace("-", "_"), name))
+            names[name] = value
+        return names
+
+    # Options handled by methods
 
     def opt_port(self, spec: str) -> None:
         """
@@ -206,8 +374,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def opt_auth(self, spec: str) -> None:  # type: ignore[override]
         """
         Who may log in: anonymous (default, read-only), noauth, passthrough, http-basic:URL,
-        http-digest:URL, bearer:URL, webhook:URL, or a twisted.cred string such as
-        memory:alice:secret, file:PATH or unix.
+        http-digest:URL, bearer:URL, webhook:URL, a twisted.cred string such as
+        memory:alice:secret, file:PATH or unix, or a plugin's NAME:ARG (see --help-auth).
         """
         self["auth"] = spec
 
@@ -220,9 +388,41 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         key, sep, value = setting.partition("=")
         if not sep or not key:
             raise usage.UsageError(f"--auth-option {setting}: expected KEY=VALUE")
-        if key in self["auth_options"]:
+        if key in self._command_line_auth_options:
             raise usage.UsageError(f"--auth-option {key}: given twice")
+        self._command_line_auth_options.add(key)
         self["auth_options"][key] = value
+
+    def opt_hook(self, name: str) -> None:
+        """
+        Call this Python callable (dotted name: package.module.function) with every event (repeatable).
+        """
+        self["hooks"].append(name)
+
+    def opt_webhook(self, url: str) -> None:
+        """
+        POST every event as JSON to this http(s) URL (repeatable); retried with backoff.
+        """
+        self["webhooks"].append(url)
+
+    def opt_help_auth(self) -> None:
+        """
+        Show every authenticator: exftp's own, installed plugins and twisted.cred checkers.
+        """
+        checkers = [(f.authType, f.argStringFormat) for f in self._checkerFactoriesForOptHelpAuth()]
+        _help(self.authOutput, "auth", _AUTHENTICATOR_HELP, authenticator_plugins())
+        self.authOutput.write("\ntwisted.cred checkers (--help-auth-type NAME for more):\n")
+        _table(sorted(checkers), self.authOutput)
+        raise SystemExit(0)
+
+    def opt_help_storage(self) -> None:
+        """
+        Show every storage: exftp's own and installed plugins.
+        """
+        _help(self.authOutput, "storage", _STORAGE_HELP, storage_plugins())
+        raise SystemExit(0)
+
+    # Checking
 
     def postOptions(self) -> None:
         if self["root"] and self["storage"]:
@@ -242,7 +442,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["tls"] = None
         if self["tls-cert"]:
             try:
-                self["tls"] = TLSSettings(self["tls-cert"], self["tls-key"])
+                self["tls"] = TLSSettings(self["tls-cert"], self["tls-key"], bool(self["require-tls-reuse"]))
             except ValueError as error:
                 raise usage.UsageError(f"--tls-cert: {error}") from None
         implicit = any(d.startswith("ssl:") for d in self["ports"])
@@ -251,19 +451,90 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for name in _NON_NEGATIVE:
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} {self[name]}: must not be negative")
+        self._check_operations()
+
+    def _check_operations(self) -> None:
+        """Check the hooks, the transfer log, the metrics endpoint and the log format."""
+        for name in ("hook-timeout", "hook-queue"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} {self[name]}: must be more than 0")
+        self["hook_actions"] = parse_actions(self["hook-events"]) if self["hook-events"] is not None else None
+        for name in self["hooks"]:
+            try:
+                load_callable(name)
+            except ValueError as error:
+                raise usage.UsageError(f"--hook {name}: {error}") from None
+        for url in self["webhooks"]:
+            try:
+                WebhookHook(url)
+            except ValueError as error:
+                raise usage.UsageError(f"--webhook {_redacted(url)}: {error}") from None
+        if self["xferlog"] is not None:
+            try:
+                open(self["xferlog"], "a").close()
+            except OSError as error:
+                raise usage.UsageError(f"--xferlog {self['xferlog']}: {error.strerror or error}") from None
+        if self["metrics"] is not None:
+            check_endpoint(self["metrics"], "--metrics")
+            try:
+                import prometheus_client  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "--metrics needs prometheus_client: python3 -m pip install 'exftp[metrics]'"
+                ) from None
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format {self['log-format']}: use text or json")
+        if self["log-format"] == "json" and self._twistd_option("syslog"):
+            raise usage.UsageError("--log-format json cannot be sent to syslog; use --logfile")
+
+    def _twistd_option(self, name: str) -> Any:
+        """An option of twistd itself (C{logfile}, C{nodaemon}...), or C{None} outside twistd."""
+        parent = getattr(self, "parent", None)
+        return None if parent is None else parent.get(name)
+
+    def log_file(self) -> IO[str]:
+        """Where twistd would write its log: standard output, or its --logfile."""
+        logfile = self._twistd_option("logfile")
+        if logfile == "-" or (not logfile and (self._twistd_option("nodaemon") or not hasattr(self, "parent"))):
+            return sys.stdout
+        return LogFile.fromFullPath(logfile or "twistd.log")  # type: ignore[no-any-return]
+
+
+class _ServerService(service.MultiService):
+    """
+    The top service; with a log observer, it makes that twistd's observer
+    (twistd asks the application for an L{ILogObserver} before it logs).
+    """
+
+    def __init__(self, log_observer: ILogObserver | None = None) -> None:
+        super().__init__()
+        self.log_observer = log_observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
 
 class _ListeningService(service.Service):
     """Listens on one endpoint and logs the address it got (port 0 included)."""
 
-    def __init__(self, description: str, factory: FTPFactory) -> None:
+    def __init__(
+        self,
+        description: str,
+        factory: IProtocolFactory,
+        reactor: Any,
+        announcement: str = "exftp listening on {host}:{port}",
+    ) -> None:
         self.description = description
         self.factory = factory
+        self.reactor = reactor
+        self.announcement = announcement
         self._port: Any = None
 
     def startService(self) -> None:
         super().startService()
-        endpoint = endpoints.serverFromString(self.factory.reactor, self.description)
+        endpoint = endpoints.serverFromString(self.reactor, self.description)
         failures: list[Any] = []
         endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
         if failures:
@@ -274,9 +545,7 @@ class _ListeningService(service.Service):
         self._port = port
         address = port.getHost()
         # Announce readiness once the reactor runs (and its signal handlers are in place).
-        self.factory.reactor.callWhenRunning(
-            _log.info, "exftp listening on {host}:{port}", host=address.host, port=address.port
-        )
+        self.reactor.callWhenRunning(_log.info, self.announcement, host=address.host, port=address.port)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
@@ -286,31 +555,87 @@ class _ListeningService(service.Service):
 
 
 class _ShutdownService(service.Service):
-    """On stop, lets transfers finish for a while, sends 421 to every session and waits for them to close."""
+    """
+    On stop, lets transfers finish for a while, sends 421 to every session
+    and waits for them to close; then runs the clean-ups (hooks deliver what
+    is left, the transfer log is written out).
+    """
 
-    def __init__(self, factory: FTPFactory, grace: float) -> None:
+    def __init__(self, factory: FTPFactory, grace: float, cleanups: Sequence[Callable[[], Any]] = ()) -> None:
         self.factory = factory
         self.grace = grace
+        self.cleanups = list(cleanups)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        return self.factory.shutdown(self.grace)
+        closed = self.factory.shutdown(self.grace)
+        return closed.addBoth(lambda _: DeferredList([self._clean_up(cleanup) for cleanup in self.cleanups]))
+
+    @staticmethod
+    def _clean_up(cleanup: Callable[[], Any]) -> Deferred[Any]:
+        """Run one clean-up; its failure is logged."""
+        running = maybeDeferred(cleanup)
+        return running.addErrback(lambda failure: _log.failure("Clean-up {c!r} failed", failure, c=cleanup))
 
 
-def _reload_on_sighup(reactor: Any, settings: TLSSettings) -> None:
-    """Reload the TLS certificate on SIGHUP; running sessions keep theirs."""
+def _on_sighup(reactor: Any, actions: Sequence[Callable[[], None]]) -> None:
+    """Run C{actions} in the reactor on SIGHUP (reload the TLS certificate, reopen the transfer log)."""
+
+    def run() -> None:
+        for action in actions:
+            try:
+                action()
+            except Exception:
+                _log.failure("SIGHUP action {action!r} failed", action=action)
 
     def handler(signum: int, frame: Any) -> None:
-        reactor.callFromThread(settings.reload)
+        reactor.callFromThread(run)
 
     signal.signal(signal.SIGHUP, handler)
 
 
+def _hook_queues(options: Options, reactor: Any) -> tuple[list[HookQueue], list[Callable[[], Any]]]:
+    """The hook queues that the options ask for, and their clean-ups (deliver what is left, close)."""
+    settings = {
+        "reactor": reactor,
+        "actions": options["hook_actions"],
+        "max_queue": options["hook-queue"],
+        "retries": options["hook-retries"],
+    }
+    timeout = options["hook-timeout"]
+    queues: list[HookQueue] = []
+    cleanups: list[Callable[[], Any]] = []
+    for name in options["hooks"]:
+        queue = HookQueue(load_callable(name), name, **settings)
+        queues.append(queue)
+        cleanups.append(partial(queue.stop, timeout))
+    for url in options["webhooks"]:
+        webhook = WebhookHook(url, timeout=timeout, reactor=reactor)
+        queue = HookQueue(webhook, _redacted(url), **settings)
+        queues.append(queue)
+        cleanups.append(partial(_stop_webhook, queue, webhook, timeout))
+    return queues, cleanups
+
+
+def _stop_webhook(queue: HookQueue, webhook: WebhookHook, timeout: float) -> Deferred[None]:
+    """Let a webhook's queue deliver what is left, then close its connections."""
+    return queue.stop(timeout).addBoth(lambda _: webhook.close())
+
+
 def makeService(options: Options) -> service.MultiService:
     """Build the exftp service tree from parsed options."""
+    authenticator = options["authenticator"]
+    storage_factory = options["storage_factory"]
+    metrics = None
+    if options["metrics"] is not None:
+        from ._metrics import Metrics
+
+        metrics = Metrics()
+        authenticator = metrics.authenticator(authenticator)
+        storage_factory = metrics.storage_factory(storage_factory)
     factory = FTPFactory(
-        options["authenticator"],
-        options["storage_factory"],
+        authenticator,
+        storage_factory,
         banner=options["banner"],
         passive_ports=options["passive_range"],
         passive_address=options["passive-address"],
@@ -334,10 +659,31 @@ def makeService(options: Options) -> service.MultiService:
         if options["ban-threshold"] > 0
         else None,
     )
+    reactor = factory.reactor
+    json_log = jsonFileLogObserver(options.log_file(), "") if options["log-format"] == "json" else None
+    top = _ServerService(json_log)
+    cleanups: list[Callable[[], Any]] = []
+    on_sighup: list[Callable[[], None]] = []
     if options["tls"] is not None:
-        _reload_on_sighup(factory.reactor, options["tls"])
-    top = service.MultiService()
-    _ShutdownService(factory, options["shutdown-grace"]).setServiceParent(top)
+        on_sighup.append(options["tls"].reload)
+    if options["xferlog"] is not None:
+        transfer_log = TransferLog(options["xferlog"], reactor=reactor)
+        factory.observers.append(transfer_log)
+        cleanups.append(transfer_log.close)
+        on_sighup.append(transfer_log.reopen)
+    queues, hook_cleanups = _hook_queues(options, reactor)
+    factory.observers.extend(queues)
+    cleanups.extend(hook_cleanups)
+    if on_sighup:
+        _on_sighup(reactor, on_sighup)
+    _ShutdownService(factory, options["shutdown-grace"], cleanups).setServiceParent(top)
     for description in options["ports"]:
-        _ListeningService(description, factory).setServiceParent(top)
+        _ListeningService(description, factory, reactor).setServiceParent(top)
+    if metrics is not None:
+        metrics.bind(factory)
+        site = Site(metrics.resource())
+        site.noisy = False
+        _ListeningService(
+            options["metrics"], site, reactor, "exftp metrics at http://{host}:{port}/metrics"
+        ).setServiceParent(top)
     return top

@@ -22,13 +22,16 @@ _log = Logger(namespace="exftp.tls")
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
-def load_certificate_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
+def load_certificate_options(cert_file: str, key_file: str, tls12_only: bool = False) -> ssl.CertificateOptions:
     """
     Build TLS server options from PEM files: the certificate file may hold
     the chain after the server certificate. TLS 1.2 is the minimum; sessions
-    and tickets are on so that data connections can resume the control
-    connection's session.
+    and tickets are on so that data connections can resume a session.
 
+    @param tls12_only: also make TLS 1.2 the maximum. TLS 1.3 servers send
+        session tickets after the handshake; an uploading client that never
+        reads them (lftp/GnuTLS) then closes with a TCP reset, which can
+        lose the end of the upload. Data connections are therefore TLS 1.2.
     @raise ValueError: when the files cannot be read or do not match.
     """
     try:
@@ -47,6 +50,7 @@ def load_certificate_options(cert_file: str, key_file: str) -> ssl.CertificateOp
             certificate=leaf.original,
             extraCertChain=chain,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            lowerMaximumSecurityTo=ssl.TLSVersion.TLSv1_2 if tls12_only else None,
             enableSessions=True,
             enableSessionTickets=True,
         )
@@ -76,19 +80,32 @@ class TLSSettings:
     """
     The server certificate for AUTH TLS, reloadable without dropping sessions.
 
+    Control connections may use TLS 1.3; data connections use their own
+    TLS 1.2 context (see L{load_certificate_options}). When data connections
+    must resume the control connection's session, both are TLS 1.2 and
+    share one context.
+
     @param cert_file: PEM certificate, optionally followed by its chain.
     @param key_file: PEM private key.
+    @param shared_session: data connections must resume the control session.
     """
 
-    def __init__(self, cert_file: str, key_file: str) -> None:
+    def __init__(self, cert_file: str, key_file: str, shared_session: bool = False) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
-        self.options = load_certificate_options(cert_file, key_file)
+        self.shared_session = shared_session
+        self.options, self.data_options = self._load()
+
+    def _load(self) -> tuple[ssl.CertificateOptions, ssl.CertificateOptions]:
+        control = load_certificate_options(self.cert_file, self.key_file, tls12_only=self.shared_session)
+        if self.shared_session:
+            return control, control
+        return control, load_certificate_options(self.cert_file, self.key_file, tls12_only=True)
 
     def reload(self) -> bool:
         """Load the files again (on SIGHUP); keep the old certificate if they are broken."""
         try:
-            self.options = load_certificate_options(self.cert_file, self.key_file)
+            self.options, self.data_options = self._load()
         except ValueError as error:
             _log.error("TLS certificate not reloaded: {why}", why=str(error))
             return False

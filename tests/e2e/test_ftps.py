@@ -218,7 +218,9 @@ def test_lftp_verifies_and_transfers(explicit: FTPServer, pki: PKIFiles, tmp_pat
         f"open -u {USER},{PASSWORD} ftp://{explicit.host}:{explicit.port}; "
         f"get data.bin -o {tmp_path / 'lftp.bin'}; put {tmp_path / 'lftp.bin'} -o lftp-up.bin; bye"
     )
-    subprocess.run(["lftp", "-c", script], check=True, timeout=120, capture_output=True)
+    result = subprocess.run(["lftp", "-d", "-c", script], timeout=120, capture_output=True, text=True)
+    Path("/tmp/lftp-debug.log").write_text(result.stderr + result.stdout)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     assert hashlib.sha256((tmp_path / "lftp.bin").read_bytes()).digest() == hashlib.sha256(PAYLOAD).digest()
     assert (explicit.root / "lftp-up.bin").read_bytes() == PAYLOAD
 
