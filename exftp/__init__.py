@@ -24,7 +24,9 @@ from ._errors import (
     TransferAborted,
     UnknownCommand,
 )
+from ._events import Action, FTPEvent
 from ._factory import FTPFactory
+from ._hooks import HookQueue, RetryLater, WebhookHook
 from ._interfaces import (
     FileInfo,
     FileKind,
@@ -37,9 +39,12 @@ from ._interfaces import (
     Session,
     WriteMode,
 )
+from ._metrics import Metrics
 from ._paths import VirtualPath
+from ._plugins import AuthenticatorPlugin, IAuthenticatorPlugin, IStoragePlugin, StoragePlugin
 from ._protocol import FTPProtocol
 from ._replies import Reply
+from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
 from .auth._http import (
     AuthenticationUnavailable,
@@ -55,9 +60,11 @@ from .storage._memory import MemoryStorage, MemoryStorageFactory
 from .storage._readonly import ReadOnlyStorage
 
 __all__ = [
+    "Action",
     "AlreadyExists",
     "AnonymousAuthenticator",
     "AuthenticationUnavailable",
+    "AuthenticatorPlugin",
     "BadSequence",
     "BearerAuthenticator",
     "CommandSyntaxError",
@@ -65,6 +72,7 @@ __all__ = [
     "DataConnectionFailed",
     "DirectoryNotEmpty",
     "FTPError",
+    "FTPEvent",
     "FTPFactory",
     "FTPProtocol",
     "FileInfo",
@@ -74,11 +82,14 @@ __all__ = [
     "FileStorageFactory",
     "HTTPBasicAuthenticator",
     "HTTPDigestAuthenticator",
+    "HookQueue",
     "IAuthenticator",
+    "IAuthenticatorPlugin",
     "IReadFile",
     "IStorage",
     "IStorageFactory",
     "IStorageMetadata",
+    "IStoragePlugin",
     "IWriteFile",
     "InsufficientStorage",
     "InvalidPath",
@@ -86,6 +97,7 @@ __all__ = [
     "LoginFailed",
     "MemoryStorage",
     "MemoryStorageFactory",
+    "Metrics",
     "NoAuthAuthenticator",
     "NotADirectory",
     "NotImplementedCommand",
@@ -96,15 +108,19 @@ __all__ = [
     "QuotaExceeded",
     "ReadOnlyStorage",
     "Reply",
+    "RetryLater",
     "S3Config",
     "S3Storage",
     "S3StorageFactory",
     "Session",
+    "StoragePlugin",
     "StorageUnavailable",
     "TransferAborted",
+    "TransferLog",
     "UnknownCommand",
     "VirtualPath",
     "WebhookAuthenticator",
+    "WebhookHook",
     "WriteMode",
     "authenticator_from_spec",
 ]

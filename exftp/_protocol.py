@@ -645,7 +645,6 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     _require_tls(proto)
     username = proto.state.username
     assert username is not None
-    proto.state.username = None
     factory = proto.factory
     authenticator = factory.authenticator
     started = factory.reactor.seconds()
@@ -659,6 +658,7 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     except Exception as error:
         proto.login_failures += 1
         proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN)
+        proto.state.username = None
         banned = factory.login_failed(proto.peer_host)
         _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
                   peer=proto.peer_host, count=proto.login_failures)
@@ -681,6 +681,7 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
             return
         raise LoginFailed() from None
     proto.session, proto.storage = session, storage
+    proto.state.username = None
     proto.state.logged_in = True
     proto._cancel_login_timer()
     proto.emit(Action.LOGIN, True, Reply.USER_LOGGED_IN)

@@ -1,0 +1,296 @@
+"""
+Operating the server as a process: a configuration file, the webhook
+received by a real HTTP server, the transfer log, C{/metrics} scraped over
+HTTP, JSON logs, SIGTERM during an upload, and a third-party plugin (the
+README's example package) found in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import conftest
+import pytest
+from conftest import DEADLINE, USER, FTPServer, code, run_twistd, server_env, temporary_files, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+from test_plugins import write_readme_package
+from test_xferlog import Entry
+
+PASSWORD = "pa55-never-logged"
+
+RECEIVER = """
+import json, sys
+from twisted.internet import reactor
+from twisted.web import resource, server
+
+answers = [int(code) for code in sys.argv[1:]]
+
+class Inbox(resource.Resource):
+    isLeaf = True
+
+    def render_POST(self, request):
+        body = request.content.read().decode()
+        kind = request.getHeader("content-type")
+        if answers:
+            request.setResponseCode(answers.pop(0))
+            print("REFUSED", kind, body, flush=True)
+            return b""
+        print("EVENT", kind, body, flush=True)
+        return b"ok"
+
+site = server.Site(Inbox())
+port = reactor.listenTCP(0, site, interface="127.0.0.1")
+print("receiver on", port.getHost().port, flush=True)
+reactor.run()
+"""
+
+
+class Receiver(FTPServer):
+    """
+    A C{twisted.web} site in a subprocess that prints every document POSTed
+    to it (after refusing the first ones with the given codes).
+    """
+
+    def __init__(self, directory: Path, *refusals: int) -> None:
+        super().__init__(directory)
+        self.refusals = refusals
+
+    def start(self) -> Receiver:
+        script = self.root / "receiver.py"
+        script.write_text(RECEIVER)
+        command = [sys.executable, str(script), *map(str, self.refusals)]
+        self.process = subprocess.Popen(command, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        self.port = int(self.wait_for_log(r"^receiver on (\d+)$")[1])
+        return self
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return f"http://127.0.0.1:{self.port}/events?token=t0ken"
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line.split(" ", 2)[2]) for line in self.log().splitlines() if line.startswith("EVENT ")]
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    receiver = Receiver(tmp_path, 503).start()
+    yield receiver
+    receiver.stop()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of a /metrics page, by name and labels."""
+    with urllib.request.urlopen(url, timeout=DEADLINE) as page:
+        text = page.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+CONFIG = """
+server_name = "exftp, configured"
+authenticator = {{ env = "EXFTP_TEST_AUTH" }}
+webhook = "{webhook}"
+hook_events = "login,login_failed,logout,upload,download,delete,rename,mkdir,rmdir"
+xferlog = "{xferlog}"
+metrics = "tcp:0:interface=127.0.0.1"
+max_sessions_per_ip = 9
+"""
+
+
+def test_config_webhook_xferlog_metrics(
+    start_server: Callable[..., FTPServer], receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "exftp.toml"
+    xferlog = tmp_path / "xferlog"
+    config.write_text(CONFIG.format(webhook=receiver.url, xferlog=xferlog))
+    monkeypatch.setenv("EXFTP_TEST_AUTH", f"memory:{USER}:{PASSWORD}")
+    server = start_server("--config", str(config))
+    metrics_url = server.wait_for_log(r"exftp metrics at (http://\S+/metrics)")[1]
+    before = scrape(metrics_url)
+    client = server.connect()
+    assert client.getwelcome() == "220 exftp, configured"
+    with pytest.raises(ftplib.error_perm):
+        client.login(USER, "wrong")
+    client.close()
+    client = server.login(USER, PASSWORD)
+    client.storbinary("STOR up load.txt", io.BytesIO(b"12345"))
+    assert server.root.joinpath("up load.txt").read_bytes() == b"12345"
+    client.retrbinary("RETR up load.txt", lambda data: None)
+    client.rename("up load.txt", "moved.txt")
+    client.mkd("dir")
+    client.rmd("dir")
+    client.delete("moved.txt")
+    with pytest.raises(ftplib.error_perm) as missing:
+        client.delete("missing.txt")
+    assert code(missing.value) == 550
+    client.quit()
+
+    # The webhook: every event in order, the first one after a refusal (503) and a retry.
+    receiver.wait_for_log(r'^EVENT .*"action": "logout"')
+    events = receiver.events()
+    assert [(e["action"], e["status"]) for e in events] == [
+        ("login_failed", "failed"), ("login", "ok"), ("upload", "ok"), ("download", "ok"), ("rename", "ok"),
+        ("mkdir", "ok"), ("rmdir", "ok"), ("delete", "ok"), ("delete", "failed"), ("logout", "ok"),
+    ]  # fmt: skip
+    upload = events[2]
+    assert (upload["user"], upload["path"], upload["bytes"], upload["reply"]) == (USER, "/up load.txt", 5, 226)
+    assert upload["peer"] == "127.0.0.1" and upload["binary"] is True
+    assert (events[4]["path"], events[4]["destination"]) == ("/up load.txt", "/moved.txt")
+    assert events[8]["reply"] == 550
+    refused = [line for line in receiver.log().splitlines() if line.startswith("REFUSED")]
+    assert len(refused) == 1 and '"login_failed"' in refused[0]
+    assert all(" application/json " in line for line in receiver.log().splitlines() if line.startswith("EVENT"))
+    assert PASSWORD not in receiver.log() and "wrong" not in receiver.log()
+
+    # The transfer log, field by field.
+    wait_until(lambda: xferlog.exists() and len(xferlog.read_text().splitlines()) == 2, "two xferlog lines")
+    upload_line, download_line = (Entry.parse(line) for line in xferlog.read_text().splitlines())
+    assert (upload_line.direction, upload_line.filename, upload_line.file_size) == ("i", "/up_load.txt", 5)
+    assert (upload_line.username, upload_line.remote_host, upload_line.completion_status) == (USER, "127.0.0.1", "c")
+    assert (download_line.direction, download_line.transfer_type, download_line.access_mode) == ("o", "b", "r")
+
+    # /metrics: the counters moved.
+    after = scrape(metrics_url)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved("exftp_logins_total", result="ok") == 1
+    assert moved("exftp_logins_total", result="failed") == 1
+    assert moved("exftp_transfers_total", direction="upload", result="ok") == 1
+    assert moved("exftp_transfers_total", direction="download", result="ok") == 1
+    assert moved("exftp_transfer_bytes_total", direction="upload") == 5
+    assert moved("exftp_operations_total", action="delete", result="failed") == 1
+    assert moved("exftp_error_replies_total", code="550") == 1
+    assert moved("exftp_error_replies_total", code="530") == 1
+    assert moved("exftp_auth_seconds_count", call="login", result="ok") == 1
+    assert moved("exftp_storage_seconds_count", call="open_write", result="ok") == 1
+    assert after[("exftp_sessions", ())] == 0
+
+
+JSON_READY = re.compile(
+    r'^(?=.*"log_format": "exftp listening on \{host\}:\{port\}")(?=.*"host": "(?P<host>[^"]+)")'
+    r'(?=.*"port": (?P<port>\d+))'
+)
+
+
+def test_json_logs_never_hold_a_password(
+    start_server: Callable[..., FTPServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conftest, "_READY", JSON_READY)
+    server = start_server("--auth", f"memory:{USER}:{PASSWORD}", "--log-format", "json")
+    client = server.connect()
+    with pytest.raises(ftplib.error_perm):
+        client.login(USER, "a-wrong-pa55word")
+    client.close()
+    client = server.login(USER, PASSWORD)
+    client.quit()
+    server.wait_for_log(r'"log_format": "Login of \{user!r\}')
+    lines = server.log().splitlines()
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    failed = [e for e in events if e.get("log_format", "").startswith("Login failed")]
+    assert failed and failed[0]["user"] == USER and failed[0]["peer"] == "127.0.0.1"
+    assert PASSWORD not in server.log() and "a-wrong-pa55word" not in server.log()
+
+
+def test_sigterm_during_an_upload_leaves_no_partial_file(start_server: Callable[..., FTPServer]) -> None:
+    server = start_server("--auth", f"memory:{USER}:{PASSWORD}", "--shutdown-grace", "1")
+    with server.control() as control:
+        control.login(USER, PASSWORD)
+        assert control.cmd("TYPE I").code == 200
+        _host, port = control.pasv()
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as data:
+            assert control.cmd("STOR half.bin").code == 150
+            data.sendall(b"x" * 100_000)
+            wait_until(lambda: temporary_files(server.root), "the upload to reach the disk")
+            server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            # The client never finishes: after the grace period the upload is aborted.
+            reply = control.reply()
+            if reply.code == 426:
+                reply = control.reply()
+            assert reply.code == 421, reply
+    assert server.wait_exit() in (0, -signal.SIGTERM)
+    assert not (server.root / "half.bin").exists()
+    assert temporary_files(server.root) == []
+
+
+def test_bad_config_file_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('ftp_port = "2121"\n')
+    result = run_twistd("-n", "--pidfile=", "exftp", "--config", str(config), timeout=30)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in text, text
+    assert "ftp_port" in text and "port number" in text, text
+
+
+def test_third_party_plugin_in_a_temporary_directory(
+    start_server: Callable[..., FTPServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "site"
+    write_readme_package(package)
+    monkeypatch.setenv("PYTHONPATH", str(package))
+    listing = run_twistd("exftp", "--help-storage")
+    assert listing.returncode == 0 and re.search(r"^\s+dropbox:ARGUMENT\s+upload-only", listing.stdout, re.M), listing
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{USER} {PASSWORD}\n")
+    boxes = tmp_path / "boxes"
+    (boxes / USER).mkdir(parents=True)
+    server = start_server("--auth", f"tokens:{tokens}", "--storage", f"dropbox:{boxes}", root=tmp_path,
+                          root_option=False)  # fmt: skip
+    client = server.login(USER, PASSWORD)
+    try:
+        client.storbinary("STOR report.csv", io.BytesIO(b"a,b\n"))
+        assert (boxes / USER / "report.csv").read_bytes() == b"a,b\n"
+        for command in (lambda: client.retrbinary("RETR report.csv", lambda _: None),
+                        lambda: client.storbinary("STOR report.csv", io.BytesIO(b"again")),
+                        lambda: client.delete("report.csv")):  # fmt: skip
+            with pytest.raises(ftplib.error_perm) as refused:
+                command()
+            assert code(refused.value) == 550
+    finally:
+        client.close()
+    assert (boxes / USER / "report.csv").read_bytes() == b"a,b\n"
+
+
+def test_help_documents_the_operations_options() -> None:
+    text = run_twistd("exftp", "--help").stdout
+    for option in ("--config", "--xferlog", "--metrics", "--log-format", "--hook", "--webhook", "--hook-events",
+                   "--hook-queue", "--hook-retries", "--hook-timeout", "--help-storage"):  # fmt: skip
+        assert re.search(rf"^\s+{option}=?\s+\S.{{10}}", text, re.MULTILINE), f"{option} is not documented:\n{text}"
+
+
+def test_events_of_the_shutdown_are_delivered_before_exit(
+    start_server: Callable[..., FTPServer], tmp_path: Path
+) -> None:
+    receiver = Receiver(tmp_path).start()
+    try:
+        server = start_server("--auth", f"memory:{USER}:{PASSWORD}", "--webhook", receiver.url)
+        with server.control() as control:
+            control.login(USER, PASSWORD)
+            receiver.wait_for_log(r'^EVENT .*"action": "login"')
+            server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            assert control.reply().code == 421
+        assert server.wait_exit() in (0, -signal.SIGTERM)
+        # The session ended during the shutdown; its logout went out before the process exited.
+        receiver.wait_for_log(r'^EVENT .*"action": "logout"')
+        assert [event["action"] for event in receiver.events()] == ["login", "logout"]
+    finally:
+        receiver.stop()
