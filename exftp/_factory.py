@@ -5,7 +5,7 @@ The factory: configuration shared by every session of one server.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -103,6 +103,8 @@ class FTPFactory(ServerFactory):
         self.max_line_length = max_line_length
         self.tls = tls
         self.observers: list[EventObserver] = list(observers)
+        #: Callables told the code of every reply sent (e.g. to count errors).
+        self.reply_observers: list[Callable[[int], None]] = []
         self.tls_policy = tls_policy or TLSPolicy()
         self.virtual_hosts = None if virtual_hosts is None else frozenset(h.lower() for h in virtual_hosts)
         self.login_failure_delay = login_failure_delay

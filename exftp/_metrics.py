@@ -34,7 +34,6 @@ from ._interfaces import (
     WriteMode,
 )
 from ._paths import VirtualPath
-from ._protocol import FTPProtocol
 
 __all__ = ["Metrics", "MetricsResource", "TimedAuthenticator", "TimedStorage", "TimedStorageFactory"]
 
@@ -144,17 +143,6 @@ class TimedStorageFactory(_Proxy):
         return TimedStorage(storage, self._histogram, self._clock)
 
 
-class _CountingProtocol(FTPProtocol):
-    """An FTP protocol that counts the error replies it sends in C{error_replies}."""
-
-    error_replies: Any = None
-
-    def reply(self, code: int, text: str | list[str]) -> None:
-        if int(code) >= 400 and self.error_replies is not None:
-            self.error_replies.labels(code=str(int(code))).inc()
-        super().reply(code, text)
-
-
 class MetricsResource(Resource):
     """Serves a registry in the Prometheus text (or OpenMetrics) format."""
 
@@ -242,9 +230,11 @@ class Metrics:
             factory.observers.append(self)
         self.sessions.set_function(lambda: len(factory.sessions))
         self.passive_ports.set_function(lambda: factory.passive_listeners)
-        factory.protocol = type(  # type: ignore[assignment]
-            "MeteredFTPProtocol", (_CountingProtocol,), {"error_replies": self.error_replies}
-        )
+        factory.reply_observers.append(self._count_reply)
+
+    def _count_reply(self, code: int) -> None:
+        if code >= 400:
+            self.error_replies.labels(code=str(code)).inc()
 
     def resource(self) -> Resource:
         """A web resource with the metrics at C{/metrics} (and nothing else)."""

@@ -237,6 +237,8 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         """Send a reply (single or multi-line)."""
         if not self._disconnected and not self._control_closing and self.transport is not None:
             self.transport.write(format_reply(code, text))
+            for observer in self.factory.reply_observers:
+                observer(int(code))
 
     # Line handling
 
