@@ -23,10 +23,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from ._events import Action, FTPEvent
-from .auth._http import _check_url, _describe, _no_cookies, _QuietClientFactory, _read_body, _redacted
+from ._httpclient import HTTPUser, LazyReactor, check_url, describe, read_body, redacted
 
 __all__ = [
     "DeliveryFailed",
@@ -91,23 +90,7 @@ def load_callable(name: str) -> Callable[[FTPEvent], object]:
     return hook
 
 
-class _OnReactor:
-    """Uses the reactor it was given, or the global one, looked up on first use."""
-
-    _reactor: IReactorTime | None
-
-    @property
-    def reactor(self) -> IReactorTime:
-        """The reactor for timers (and HTTP)."""
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor  # type: ignore[assignment]
-        assert self._reactor is not None
-        return self._reactor
-
-
-class HookQueue(_OnReactor):
+class HookQueue(LazyReactor):
     """
     An event observer that hands events to a hook in order, from a bounded queue.
 
@@ -272,7 +255,7 @@ class HookQueue(_OnReactor):
         return finished.addBoth(settle)
 
 
-class WebhookHook(_OnReactor):
+class WebhookHook(HTTPUser):
     """
     Posts events to an HTTP service as JSON (see L{event_document}).
 
@@ -297,28 +280,15 @@ class WebhookHook(_OnReactor):
         client: HTTPClient | None = None,
         reactor: IReactorTime | None = None,
     ) -> None:
-        self.url = _check_url(url, "webhook")
+        self.url = check_url(url, "webhook")
         self.timeout = timeout
         self._client = client
         self._reactor = reactor
-        self._pool: HTTPConnectionPool | None = None
+        self._pool = None
 
     def __repr__(self) -> str:
-        return f"<WebhookHook {_redacted(self.url)}>"
+        return f"<WebhookHook {redacted(self.url)}>"
 
-    @property
-    def client(self) -> HTTPClient:
-        """The treq client (by default on a pool of persistent connections, keeping no cookies)."""
-        if self._client is None:
-            pool = self._pool = HTTPConnectionPool(self.reactor, persistent=True)
-            pool._factory = _QuietClientFactory
-            self._client = HTTPClient(Agent(self.reactor, pool=pool), cookiejar=_no_cookies())
-        return self._client
-
-    def close(self) -> Deferred[None]:
-        """Close the idle connections of the default client (an injected client is left alone)."""
-        pool, self._pool = self._pool, None
-        return succeed(None) if pool is None else pool.closeCachedConnections()  # type: ignore[no-any-return]
 
     def __call__(self, event: FTPEvent) -> Deferred[None]:
         posting = Deferred.fromCoroutine(self._post(event))
@@ -338,7 +308,7 @@ class WebhookHook(_OnReactor):
         code: int = response.code
         try:
             # Read the answer so that the connection can be reused; what it says is ignored.
-            await _read_body(response, _MAX_ANSWER)
+            await read_body(response, _MAX_ANSWER)
         except CancelledError:
             raise
         except Exception:
@@ -347,9 +317,9 @@ class WebhookHook(_OnReactor):
             return
         if code >= 500 or code in _TRANSIENT:
             raise RetryLater(f"HTTP {code}")
-        raise DeliveryFailed(f"HTTP {code} from {_redacted(self.url)}")
+        raise DeliveryFailed(f"HTTP {code} from {redacted(self.url)}")
 
     def _classify(self, failure: Failure) -> Failure:
         if failure.check(DeliveryFailed, RetryLater, CancelledError):
             return failure
-        return Failure(RetryLater(_describe(failure)))
+        return Failure(RetryLater(describe(failure)))

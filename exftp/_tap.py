@@ -31,12 +31,13 @@ from ._defender import Defender
 from ._events import Action
 from ._factory import FTPFactory
 from ._hooks import HookQueue, WebhookHook, load_callable
+from ._httpclient import redacted
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._plugins import authenticator_plugins, storage_plugins
 from ._tls import TLSPolicy, TLSSettings
 from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
-from .auth._http import HTTP_AUTHENTICATORS, _redacted, authenticator_from_spec
+from .auth._http import HTTP_AUTHENTICATORS, authenticator_from_spec
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
 from .storage._local import FileStorageFactory
 from .storage._memory import MemoryStorageFactory
@@ -468,7 +469,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             try:
                 WebhookHook(url)
             except ValueError as error:
-                raise usage.UsageError(f"--webhook {_redacted(url)}: {error}") from None
+                raise usage.UsageError(f"--webhook {redacted(url)}: {error}") from None
         if self["xferlog"] is not None:
             try:
                 open(self["xferlog"], "a").close()
@@ -611,7 +612,7 @@ def _hook_queues(options: Options, reactor: Any) -> tuple[list[HookQueue], list[
         cleanups.append(partial(queue.stop, timeout))
     for url in options["webhooks"]:
         webhook = WebhookHook(url, timeout=timeout, reactor=reactor)
-        queue = HookQueue(webhook, _redacted(url), **settings)
+        queue = HookQueue(webhook, redacted(url), **settings)
         queues.append(queue)
         cleanups.append(partial(_stop_webhook, queue, webhook, timeout))
     return queues, cleanups

@@ -44,6 +44,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from exftp import IAuthenticator, LoginFailed, Session, VirtualPath
+from exftp._httpclient import no_cookies
 from exftp.auth._digest import (
     Challenge,
     DigestChallenge,
@@ -60,7 +61,6 @@ from exftp.auth._http import (
     HTTPDigestAuthenticator,
     WebhookAuthenticator,
     _HTTPAuthenticator,
-    _no_cookies,
     authenticator_from_spec,
     parse_webhook_settings,
 )
@@ -677,7 +677,7 @@ class HTTPAuthTestCase(TestCase):
         """A treq client on the real reactor, closed after the test."""
         pool = HTTPConnectionPool(reactor, persistent=True)
         self.addCleanup(pool.closeCachedConnections)
-        return HTTPClient(Agent(reactor, pool=pool), cookiejar=_no_cookies())
+        return HTTPClient(Agent(reactor, pool=pool), cookiejar=no_cookies())
 
     def make(self, cls: type[_HTTPAuthenticator], path: str, **options: Any) -> Any:
         """

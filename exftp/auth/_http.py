@@ -30,24 +30,20 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any, ClassVar, TypeVar
 
-from hyperlink import EncodedURL
 from treq.client import HTTPClient
-from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, _HTTP11ClientFactory
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import URI
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from .._errors import FTPError, InvalidPath, LoginFailed
+from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, read_body, redacted
 from .._interfaces import IAuthenticator, Session
 from .._paths import VirtualPath
 from .._replies import Reply
@@ -96,10 +92,6 @@ class AuthenticationUnavailable(FTPError):
     default_message = "Authentication service unavailable, try again later."
 
 
-class _TooLarge(Exception):
-    """The answer body exceeded the bound."""
-
-
 @dataclass(frozen=True, slots=True, repr=False)
 class _Credential:
     """What a session proves itself with: a password, a token or a password hash."""
@@ -143,119 +135,14 @@ class _Answer:
         return [value.decode("latin-1") for value in values]
 
 
-class _BoundedBody(Protocol):
-    """Collects a response body up to C{limit} bytes, then drops the connection."""
-
-    def __init__(self, limit: int, finished: Deferred[bytes]) -> None:
-        self.limit = limit
-        self.finished = finished
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.done = False
-
-    def abort(self, reason: Exception | None) -> None:
-        """Stop reading: fail with C{reason} (or leave that to a canceller) and drop the connection."""
-        if self.done:
-            return
-        self.done = True
-        if reason is not None:
-            self.finished.errback(Failure(reason))
-        if self.transport is not None:
-            # The body's transport is a producer: stopping it drops the connection.
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            self.abort(_TooLarge(f"answer larger than {self.limit} bytes"))
-            return
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.done:
-            return
-        self.done = True
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self.chunks))
-        else:
-            self.finished.errback(reason)
-
-
-def _read_body(response: IResponse, limit: int) -> Deferred[bytes]:
-    """Read at most C{limit} bytes of C{response}'s body; cancelling drops the connection."""
-    finished: Deferred[bytes] = Deferred(lambda _: protocol.abort(None))
-    protocol = _BoundedBody(limit, finished)
-    response.deliverBody(protocol)
-    if response.length is not UNKNOWN_LENGTH and response.length > limit:
-        protocol.abort(_TooLarge(f"answer of {response.length} bytes, larger than {limit}"))
-    return finished
-
-
-def _describe(failure: Failure) -> str:
-    """A short reason for a log line (the failures of treq and Agent nest their causes)."""
-    error = failure.value
-    if isinstance(error, ResponseFailed) and error.reasons:
-        return "; ".join(_describe(reason) for reason in error.reasons)
-    message = failure.getErrorMessage()
-    name = type(error).__name__
-    return f"{name}: {message}" if message and message != name else name
-
-
-def _cancelled(failure: Failure) -> bool:
-    """Whether C{failure} is a cancellation (which Agent wraps in L{ResponseFailed})."""
-    if failure.check(CancelledError):
-        return True
-    error = failure.value
-    return isinstance(error, ResponseFailed) and bool(error.reasons) and all(map(_cancelled, error.reasons))
-
-
-def _check_url(url: str, name: str) -> str:
-    """The normalised http(s) URL, or ValueError."""
-    try:
-        parsed = EncodedURL.from_text(url)
-    except ValueError as error:
-        raise ValueError(f"{name}: not a URL: {url!r} ({error})") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"{name}: expected an http:// or https:// URL with a host, not {url!r}")
-    if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise ValueError(f"{name}: not a URL: {url!r} (port out of range)")
-    if parsed.userinfo:
-        raise ValueError(f"{name}: user names or passwords in the URL are not supported")
-    if parsed.fragment:
-        raise ValueError(f"{name}: a URL with a #fragment cannot be requested")
-    text: str = parsed.to_uri().to_text()
-    return text
-
-
-def _redacted(url: str) -> str:
-    """The URL without its query string, for logs."""
-    return url.partition("?")[0]
-
-
 def _check_method(method: str, name: str) -> str:
     if not isinstance(method, str) or not _METHOD.fullmatch(method):
         raise ValueError(f"{name}: not an HTTP method: {method!r}")
     return method.upper()
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """The pool's connection factory, without a log line for every connection."""
-
-    noisy = False
-
-
-def _no_cookies() -> IndexableCookieJar:
-    """A cookie jar that never stores a cookie."""
-    policy = DefaultCookiePolicy()
-    policy.set_ok = lambda cookie, request: False  # type: ignore[method-assign]
-    policy.return_ok = lambda cookie, request: False  # type: ignore[method-assign]
-    return IndexableCookieJar(policy)
-
-
 @implementer(IAuthenticator)
-class _HTTPAuthenticator:
+class _HTTPAuthenticator(HTTPUser):
     """
     What the four authenticators share: configuration, requests, the
     deadline, answer classification and per-session re-validation.
@@ -293,10 +180,10 @@ class _HTTPAuthenticator:
         reactor: IReactorTime | None = None,
         max_body: int = MAX_BODY,
     ) -> None:
-        self.login_url = _check_url(login_url, "login_url")
+        self.login_url = check_url(login_url, "login_url")
         self.login_method = _check_method(login_method, "login_method")
         self.authenticated_url = (
-            None if authenticated_url is None else _check_url(authenticated_url, "authenticated_url")
+            None if authenticated_url is None else check_url(authenticated_url, "authenticated_url")
         )
         self.authenticated_method = _check_method(authenticated_method, "authenticated_method")
         ttl = authenticated_ttl_ms
@@ -311,38 +198,11 @@ class _HTTPAuthenticator:
         self.max_body = max_body
         self._client = client
         self._reactor = reactor
-        self._pool: HTTPConnectionPool | None = None
+        self._pool = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {_redacted(self.login_url)}>"
+        return f"<{type(self).__name__} {redacted(self.login_url)}>"
 
-    # Injected collaborators, resolved on first use
-
-    @property
-    def reactor(self) -> IReactorTime:
-        """The reactor for deadlines, TTLs and the default client (the global one unless injected)."""
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor  # type: ignore[assignment]
-        assert self._reactor is not None
-        return self._reactor
-
-    @property
-    def client(self) -> HTTPClient:
-        """The treq client (by default: on a connection pool, following no redirects, keeping no cookies)."""
-        if self._client is None:
-            self._pool = HTTPConnectionPool(self.reactor, persistent=True)
-            self._pool._factory = _QuietClientFactory
-            self._client = HTTPClient(Agent(self.reactor, pool=self._pool), cookiejar=_no_cookies())
-        return self._client
-
-    def close(self) -> Deferred[None]:
-        """Close the idle connections of the default client's pool (an injected client is left alone)."""
-        if self._pool is None:
-            return succeed(None)
-        closed: Deferred[None] = self._pool.closeCachedConnections()
-        return closed
 
     # IAuthenticator
 
@@ -443,7 +303,7 @@ class _HTTPAuthenticator:
             unbuffered=True,
             reactor=self.reactor,  # type: ignore[arg-type]  # only for treq's own timeout, unused
         )
-        body = await _read_body(response, self.max_body)
+        body = await read_body(response, self.max_body)
         return _Answer(response.code, response.headers, body)
 
     def _accept(self, answer: _Answer, url: str, username: str) -> _Answer:
@@ -454,7 +314,7 @@ class _HTTPAuthenticator:
             _log.info(
                 "{kind} service {url} refused {user!r}: HTTP {code}",
                 kind=self.kind,
-                url=_redacted(url),
+                url=redacted(url),
                 user=username,
                 code=answer.code,
             )
@@ -465,7 +325,7 @@ class _HTTPAuthenticator:
         _log.warn(
             "{kind} service {url} unusable while checking {user!r}: {reason}",
             kind=self.kind,
-            url=_redacted(url),
+            url=redacted(url),
             user=username,
             reason=reason,
         )
@@ -496,11 +356,11 @@ class _HTTPAuthenticator:
                 raise self._unavailable(url, username, f"no answer within {self.timeout:g} s")
             if result.check(FTPError, CancelledError):
                 return result
-            if _cancelled(result):
+            if cancelled(result):
                 return Failure(CancelledError())
-            if result.check(_TooLarge):
+            if result.check(TooLarge):
                 raise self._unavailable(url, username, result.getErrorMessage())
-            raise self._unavailable(url, username, _describe(result))
+            raise self._unavailable(url, username, describe(result))
 
         running.addBoth(settle)
         return running
