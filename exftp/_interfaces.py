@@ -70,13 +70,16 @@ class Session:
         or C{None} for the whole storage.
     @ivar read_only: whether the user may only read.
     @ivar attributes: anything else the authenticator wants to keep with the
-        session (tokens for re-validation, permissions, quotas).
+        session (tokens for re-validation, permissions, quotas); kept out of
+        C{repr()} since it may hold credentials. Mutable holders placed here
+        are how an authenticator keeps per-session state (the session itself
+        is frozen and not hashable).
     """
 
     username: str
     root: VirtualPath | None = None
     read_only: bool = False
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 class IAuthenticator(Interface):
