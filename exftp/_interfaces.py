@@ -69,6 +69,10 @@ class Session:
     @ivar root: a sub-directory of the storage that becomes this user's root,
         or C{None} for the whole storage.
     @ivar read_only: whether the user may only read.
+    @ivar permissions: what the user may do, as pyftpdlib's letters
+        (C{e} cwd, C{l} list, C{r} retrieve, C{a} append, C{d} delete,
+        C{f} rename, C{m} mkdir, C{w} store, C{M} chmod, C{T} set mtime),
+        or C{None} for everything.
     @ivar attributes: anything else the authenticator wants to keep with the
         session (tokens for re-validation, permissions, quotas); kept out of
         C{repr()} since it may hold credentials. Mutable holders placed here
@@ -79,6 +83,7 @@ class Session:
     username: str
     root: VirtualPath | None = None
     read_only: bool = False
+    permissions: frozenset[str] | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -47,6 +47,7 @@ from ._errors import (
     NotADirectory,
     NotImplementedCommand,
     ParameterNotSupported,
+    PermissionDenied,
     StorageUnavailable,
     TransferAborted,
 )
@@ -1031,6 +1032,9 @@ async def _pwd(proto: FTPProtocol, argument: str) -> None:
 
 
 async def _change_directory(proto: FTPProtocol, path: VirtualPath) -> None:
+    allows = getattr(proto.fs, "allows", None)
+    if allows is not None and not allows("e"):
+        raise PermissionDenied("Permission denied: you may not change directories.")
     info: FileInfo = await proto.call(proto.fs.stat, path)
     if not info.is_directory:
         raise NotADirectory("Failed to change directory: not a directory.")

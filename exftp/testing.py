@@ -16,6 +16,7 @@ from ._errors import LoginFailed
 from ._interfaces import IAuthenticator, Session
 from ._paths import VirtualPath
 from .storage._memory import MemoryStorage, MemoryStorageFactory
+from .storage._readonly import check_permissions
 
 __all__ = ["MemoryAuthenticator", "MemoryStorage", "MemoryStorageFactory"]
 
@@ -28,6 +29,7 @@ class MemoryAuthenticator:
     @param users: user name to password.
     @param read_only: user names that may only read.
     @param roots: user name to that user's root directory (e.g. C{"/alice"}).
+    @param permissions: user name to that user's permission letters (e.g. C{"elr"}).
     """
 
     def __init__(
@@ -35,10 +37,12 @@ class MemoryAuthenticator:
         users: Mapping[str, str],
         read_only: frozenset[str] = frozenset(),
         roots: Mapping[str, str] | None = None,
+        permissions: Mapping[str, str] | None = None,
     ) -> None:
         self.users = dict(users)
         self.read_only = read_only
         self.roots = dict(roots or {})
+        self.permissions = {user: check_permissions(letters) for user, letters in (permissions or {}).items()}
         #: Every successful login, in order: for assertions.
         self.logins: list[Session] = []
         self._key = secrets.token_bytes(16)
@@ -60,6 +64,7 @@ class MemoryAuthenticator:
             username,
             root=VirtualPath.parse(root) if root else None,
             read_only=username in self.read_only,
+            permissions=self.permissions.get(username),
             attributes={"credential": self._credential(password)},
         )
         self.logins.append(session)

@@ -272,6 +272,14 @@ class WebhookSettingsTests(SynchronousTestCase):
         self.assertTrue(settings.read_only)
         self.assertEqual(settings.document, {"root": "/alice", "read_only": True, "quota": 5})
 
+    def test_permissions(self) -> None:
+        settings = parse_webhook_settings(b'{"permissions": "elrw"}', self.JSON)
+        self.assertEqual(settings.permissions, frozenset("elrw"))
+        self.assertIsNone(parse_webhook_settings(b'{"permissions": null}', self.JSON).permissions)
+        for body in [b'{"permissions": "elrX"}', b'{"permissions": ["e"]}']:
+            with self.assertRaises(ValueError):
+                parse_webhook_settings(body, self.JSON)
+
     def test_defaults_and_nulls(self) -> None:
         for body in [
             b"{}",

@@ -44,7 +44,11 @@ class _Client:
     def __init__(self, ipv6: bool = False, **options: Any) -> None:
         self.reactor = _Reactor()
         self.storage = MemoryStorage(self.reactor)
-        self.auth = MemoryAuthenticator({"alice": "secret", "reader": "pw"}, read_only=frozenset({"reader"}))
+        self.auth = MemoryAuthenticator(
+            {"alice": "secret", "reader": "pw", "dropbox": "pw", "lister": "pw"},
+            read_only=frozenset({"reader"}),
+            permissions={"dropbox": "ew", "lister": "l"},
+        )
         self.factory = FTPFactory(self.auth, MemoryStorageFactory(self.storage), reactor=self.reactor, **options)
         if ipv6:
             host, peer = IPv6Address("TCP", "::1", 21), IPv6Address("TCP", "::1", 50000)
@@ -881,3 +885,35 @@ class KilledClientTests(SynchronousTestCase):
         self.assertIn(" MFMT", client.send("FEAT"))
         client.proto.storage = object()  # type: ignore[assignment]
         self.assertNotIn(" MFMT", client.send("FEAT"))
+
+
+class PermissionTests(SynchronousTestCase):
+    """Per-session permissions (pyftpdlib letters) checked by every verb."""
+
+    def test_upload_only_drop_box(self) -> None:
+        client = _Client()
+        client.storage.add_file("/in/a.txt", b"secret")
+        client.login("dropbox", "pw")
+        self.assertEqual(client.send("CWD in")[0][:4], "250 ")
+        factory = client.passive()
+        proto, _transport = client.connect(factory)
+        self.assertEqual(client.send("STOR new.txt")[0][:4], "150 ")
+        proto.dataReceived(b"dropped")
+        _close(proto)
+        client.pump()
+        self.assertEqual(client.storage.read_file("/in/new.txt"), b"dropped")
+        for line in ("RETR a.txt", "LIST", "NLST", "MLSD", "APPE a.txt", "DELE a.txt", "MKD d", "RMD x",
+                     "RNFR a.txt", "MFMT 20200101000000 a.txt", "SITE CHMOD 600 a.txt"):
+            client.passive()
+            reply = client.send(line)
+            if line.startswith("RNFR"):
+                reply = client.send("RNTO b.txt")
+            self.assertEqual(reply[0][:4], "550 ", line)
+        self.assertEqual(client.storage.read_file("/in/a.txt"), b"secret")
+
+    def test_no_cwd_without_e(self) -> None:
+        client = _Client()
+        client.storage.add_file("/in/a.txt", b"x")
+        client.login("lister", "pw")
+        self.assertEqual(client.send("CWD in"), ["550 Permission denied: you may not change directories."])
+        self.assertEqual(client.send("SIZE in/a.txt"), ["213 1"])

@@ -47,6 +47,7 @@ from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, re
 from .._interfaces import IAuthenticator, Session
 from .._paths import VirtualPath
 from .._replies import Reply
+from ..storage._readonly import check_permissions
 from ._digest import DigestChallenge, authorization, choose_digest
 
 __all__ = [
@@ -482,11 +483,13 @@ class WebhookSettings:
 
     @ivar root: the user's root inside the storage, or C{None} for all of it.
     @ivar read_only: whether the user may only read.
+    @ivar permissions: pyftpdlib-style permission letters, or C{None} for all.
     @ivar document: the whole JSON object, for custom storage factories.
     """
 
     root: VirtualPath | None = None
     read_only: bool = False
+    permissions: frozenset[str] | None = None
     document: Mapping[str, Any] | None = None
 
 
@@ -503,8 +506,9 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
 
     Only an answer with C{Content-Type: application/json} (or
     C{application/*+json}) carries settings; any other is plain success.
-    The JSON must be an object; its members C{root} (string) and
-    C{read_only} (boolean) are used, either may be absent or null, and
+    The JSON must be an object; its members C{root} (string), C{read_only}
+    (boolean) and C{permissions} (a string of pyftpdlib's letters
+    C{elradfmwMT}) are used, any may be absent or null, and
     other members are ignored (but kept in L{WebhookSettings.document}).
     A C{root} is resolved like a client path, so C{..} cannot leave the
     storage.
@@ -533,7 +537,16 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
     read_only = document.get("read_only")
     if read_only is not None and not isinstance(read_only, bool):
         raise ValueError(f'"read_only" must be true or false, not {type(read_only).__name__}')
-    return WebhookSettings(path, bool(read_only), document)
+    letters = document.get("permissions")
+    permissions: frozenset[str] | None = None
+    if letters is not None:
+        if not isinstance(letters, str):
+            raise ValueError(f'"permissions" must be a string, not {type(letters).__name__}')
+        try:
+            permissions = check_permissions(letters)
+        except ValueError as error:
+            raise ValueError(f'"permissions": {error}') from None
+    return WebhookSettings(path, bool(read_only), permissions, document)
 
 
 @implementer(IAuthenticator)
@@ -580,7 +593,13 @@ class WebhookAuthenticator(_HTTPAuthenticator):
         attributes: dict[str, Any] = {SESSION_KEY: state}
         if settings.document is not None:
             attributes["webhook"] = settings.document
-        return Session(credential.username, root=settings.root, read_only=settings.read_only, attributes=attributes)
+        return Session(
+            credential.username,
+            root=settings.root,
+            read_only=settings.read_only,
+            permissions=settings.permissions,
+            attributes=attributes,
+        )
 
 
 def check_hash_type(name: str) -> str:
