@@ -5,15 +5,24 @@ that carries file bytes between them and the storage.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import error as internet_error
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IAddress, IConsumer, IHandshakeListener, IListeningPort, IProducer
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IHandshakeListener,
+    IListeningPort,
+    IProducer,
+    IWriteDescriptor,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -92,6 +101,9 @@ class DataConnection(Protocol):
         for data in early:
             sink.write(data)
         sink.registerProducer(self.tcp, True)
+        # Read up to 256 KiB at a time rather than Twisted's 64 KiB: a quarter
+        # of the reactor turns per uploaded byte.
+        self.tcp.bufferSize = _RECEIVE_SIZE
         self.tcp.resumeProducing()
         return self.closed
 
@@ -104,6 +116,28 @@ class DataConnection(Protocol):
         self._early.clear()
         if not self._lost:
             self.tcp.resumeProducing()
+
+    def can_send_file(self) -> bool:
+        """Whether L{send_file} may be used: plain TCP (not TLS) where the platform has sendfile."""
+        transport = self.transport
+        return (
+            hasattr(os, "sendfile")
+            and isinstance(transport, tcp.Connection)
+            and not getattr(transport, "TLS", False)
+            and not self._lost
+        )
+
+    def send_file(self, file_fd: int, offset: int, on_write: Callable[[int], None]) -> Deferred[int]:
+        """
+        Send the file from C{offset} to its end with C{os.sendfile}; fires
+        with the bytes sent.
+        """
+        # The writer takes the socket over: the transport must not also be
+        # registered with the reactor (plain TCP needs no reads while sending).
+        self.tcp.stopReading()
+        writer = _SendfileWriter(self.tcp.reactor, self.tcp.fileno(), file_fd, offset, on_write)
+        self.tcp.reactor.addWriter(writer)
+        return writer.done
 
     def dataReceived(self, data: bytes) -> None:
         if self._sink is not None:
@@ -155,6 +189,70 @@ class DataConnection(Protocol):
         """Close at once, dropping what is unsent."""
         if self.transport is not None and not self._lost:
             self.tcp.abortConnection()
+
+
+#: Bytes read from an upload's socket at a time.
+_RECEIVE_SIZE = 256 * 1024
+#: Bytes sent with sendfile in one writable event at most, so that one fast
+#: download does not starve the other sessions.
+_SENDFILE_BURST = 4 * 1024 * 1024
+
+
+@implementer(IWriteDescriptor)
+class _SendfileWriter:
+    """
+    Sends a file on a TCP socket with C{os.sendfile}, each time the reactor
+    says the socket is writable; the transport itself is idle meanwhile.
+    """
+
+    def __init__(self, reactor: Any, socket_fd: int, file_fd: int, offset: int, on_write: Callable[[int], None]):
+        self._reactor = reactor
+        self._socket_fd = socket_fd
+        self._file_fd = file_fd
+        self._offset = offset
+        self._on_write = on_write
+        self.sent = 0
+        self.done: Deferred[int] = Deferred(lambda _: self._stop())
+        self._active = True
+
+    def fileno(self) -> int:
+        return self._socket_fd
+
+    def logPrefix(self) -> str:
+        return "exftp-sendfile"
+
+    def _stop(self) -> None:
+        if self._active:
+            self._active = False
+            self._reactor.removeWriter(self)
+
+    def doWrite(self) -> None:
+        burst = 0
+        while burst < _SENDFILE_BURST:
+            try:
+                count = os.sendfile(self._socket_fd, self._file_fd, self._offset, _SENDFILE_BURST)
+            except BlockingIOError:
+                return None
+            except OSError:
+                self._stop()
+                if not self.done.called:
+                    self.done.errback(Failure())
+                return None
+            if count == 0:
+                self._stop()
+                if not self.done.called:
+                    self.done.callback(self.sent)
+                return None
+            self._offset += count
+            self.sent += count
+            burst += count
+            self._on_write(count)
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._stop()
+        if not self.done.called:
+            self.done.errback(reason)
 
 
 class _PassiveFactory(Factory):

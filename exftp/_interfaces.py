@@ -135,6 +135,18 @@ class IReadFile(Interface):
         """Release the file; safe to call more than once and at any time."""
 
 
+class IFileDescriptorSource(Interface):
+    """
+    An L{IReadFile} whose bytes are a regular file from C{offset} to its end,
+    so that a plain TCP data connection can send it with C{os.sendfile}.
+    """
+
+    offset = Attribute("Where in the file the transfer starts.")
+
+    def fileno() -> int:
+        """The file's descriptor, open for reading until L{IReadFile.close}."""
+
+
 class IWriteFile(IConsumer):
     """
     A file opened for writing: a consumer of the uploaded bytes.

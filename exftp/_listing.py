@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Iterable
+from functools import lru_cache
 
 from ._interfaces import FileInfo, FileKind
 
@@ -18,13 +19,19 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _TYPE_LETTER = {FileKind.FILE: "-", FileKind.DIRECTORY: "d", FileKind.SYMLINK: "l"}
 
 
+_MODE_STRINGS: dict[tuple[FileKind, int], str] = {}
+
+
 def mode_string(info: FileInfo) -> str:
     """The ten-character mode column, e.g. C{drwxr-xr-x}."""
-    bits = "".join(
-        letter if info.permissions & (1 << (8 - index)) else "-"
-        for index, letter in enumerate("rwxrwxrwx")
-    )
-    return _TYPE_LETTER[info.kind] + bits
+    key = (info.kind, info.permissions & 0o777)
+    text = _MODE_STRINGS.get(key)
+    if text is None:
+        bits = "".join(
+            letter if info.permissions & (1 << (8 - index)) else "-" for index, letter in enumerate("rwxrwxrwx")
+        )
+        text = _MODE_STRINGS[key] = _TYPE_LETTER[info.kind] + bits
+    return text
 
 
 def _gmtime(mtime: float) -> time.struct_time:
@@ -40,13 +47,24 @@ def date_string(mtime: float, now: float) -> str:
     The date column: C{Mon dd HH:MM} for times within six months of C{now},
     C{Mon dd  YYYY} otherwise (as C{ls} and vsftpd print it, in UTC).
     """
-    t = _gmtime(mtime)
+    recent = abs(now - mtime) < _SIX_MONTHS
+    try:
+        # Only the minute (or the day) shows: entries in the same one share a string.
+        return _date_text(int(mtime // 60), recent)
+    except (OverflowError, ValueError):
+        return _date_text(0, recent)
+
+
+@lru_cache(maxsize=4096)
+def _date_text(minute: int, recent: bool) -> str:
+    t = _gmtime(minute * 60.0)
     month = _MONTHS[t.tm_mon - 1]
-    if abs(now - mtime) < _SIX_MONTHS:
+    if recent:
         return f"{month} {t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}"
     return f"{month} {t.tm_mday:02d}  {t.tm_year}"
 
 
+@lru_cache(maxsize=1024)
 def _column(text: str) -> str:
     """An owner or group column: eight characters, no spaces or line breaks to confuse parsers."""
     return "".join("_" if ch.isspace() else ch for ch in text[:8] or "?").ljust(8)

@@ -19,7 +19,6 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
@@ -185,6 +184,28 @@ _NON_NEGATIVE = (
 )
 
 
+class _ParseOnly:
+    """Stands in for the reactor while endpoint strings are only parsed, never listened on."""
+
+
+#: Endpoint kinds whose listen backlog exftp raises from Twisted's 50.
+_BACKLOG_KINDS = ("tcp:", "tcp6:", "ssl:")
+#: The listen backlog given to those endpoints unless the string sets one.
+DEFAULT_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """
+    Add C{backlog=1024} to a TCP or SSL endpoint string (also behind a
+    C{haproxy:} prefix) that sets none, so that a burst of clients is queued
+    rather than dropped (Twisted's default is 50).
+    """
+    inner = description.removeprefix("haproxy:")
+    if not inner.startswith(_BACKLOG_KINDS) or "backlog=" in inner:
+        return description
+    return f"{description}:backlog={DEFAULT_BACKLOG}"
+
+
 def check_endpoint(description: str, option: str = "--port") -> None:
     """
     Check that C{description} is a server endpoint string, without listening.
@@ -193,7 +214,7 @@ def check_endpoint(description: str, option: str = "--port") -> None:
     @raise usage.UsageError: when Twisted cannot parse it.
     """
     try:
-        endpoints.serverFromString(MemoryReactor(), description)
+        endpoints.serverFromString(_ParseOnly(), description)
     except Exception as error:
         raise usage.UsageError(f"{option} {description}: {error}") from None
 
@@ -679,7 +700,7 @@ def makeService(options: Options) -> service.MultiService:
         _on_sighup(reactor, on_sighup)
     _ShutdownService(factory, options["shutdown-grace"], cleanups).setServiceParent(top)
     for description in options["ports"]:
-        _ListeningService(description, factory, reactor).setServiceParent(top)
+        _ListeningService(with_backlog(description), factory, reactor).setServiceParent(top)
     if metrics is not None:
         metrics.bind(factory)
         site = Site(metrics.resource())
