@@ -5,6 +5,7 @@ that carries file bytes between them and the storage.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 from collections.abc import Callable
@@ -255,6 +256,20 @@ class _SendfileWriter:
             self.done.errback(reason)
 
 
+def unmapped(host: str | None) -> str | None:
+    """
+    The IPv4 address inside an IPv4-mapped IPv6 address (C{::ffff:1.2.3.4}),
+    as dual-stack listeners report IPv4 clients; other addresses unchanged.
+    """
+    if host is None or not host.startswith("::ffff:"):
+        return host
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return host
+    return host if mapped is None else str(mapped)
+
+
 class _PassiveFactory(Factory):
     """Accepts the first connection from the expected host; others are dropped."""
 
@@ -354,7 +369,7 @@ class PassiveChannel(DataChannel):
         raise DataConnectionFailed("No passive port available; try again later.")
 
     def _accept(self, addr: IAddress | None) -> DataConnection | None:
-        host = getattr(addr, "host", None)
+        host = unmapped(getattr(addr, "host", None))
         if self._connection is not None or (self._expected_host is not None and host != self._expected_host):
             _log.warn("Refused data connection from {host}: not the control peer.", host=host)
             return None

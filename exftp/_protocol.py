@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as internet_error
-from twisted.internet.address import IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import LoopingCall, deferLater
@@ -34,6 +33,7 @@ from ._datachannel import (
     DataChannel,
     DataConnection,
     PassiveChannel,
+    unmapped,
 )
 from ._errors import (
     BadSequence,
@@ -167,7 +167,9 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self.MAX_LENGTH = factory.max_line_length
         self.callLater = factory.reactor.callLater  # type: ignore[method-assign]
         peer = self.transport.getPeer()  # type: ignore[union-attr]
-        self.peer_host = getattr(peer, "host", None)
+        self.peer_host = unmapped(getattr(peer, "host", None))
+        #: The address the client connected to (IPv4 for IPv4 clients of a dual-stack listener).
+        self.local_host = unmapped(getattr(self.transport.getHost(), "host", None)) or ""  # type: ignore[union-attr]
         refusal = factory.admit(self)
         if refusal is not None:
             _log.info("Refused connection from {peer}: {why}", peer=self.peer_host, why=refusal)
@@ -428,7 +430,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         return channel
 
     def _is_ipv6(self) -> bool:
-        return isinstance(self.transport.getHost(), IPv6Address)  # type: ignore[union-attr]
+        return ":" in self.local_host
 
     # Transfers
 
@@ -956,11 +958,10 @@ async def _passive(proto: FTPProtocol) -> int:
     if isinstance(previous, PassiveChannel):
         await previous.released()
     factory = proto.factory
-    local: Any = proto.transport.getHost()  # type: ignore[union-attr]
     if factory.passive_listeners >= factory.max_passive_listeners:
         raise DataConnectionFailed("Too many passive connections; try again later.")
     channel = PassiveChannel(factory.reactor, proto.peer_host, factory.data_timeout, **proto.data_protection())
-    port = channel.listen(local.host, factory.passive_ports)
+    port = channel.listen(proto.local_host, factory.passive_ports)
     factory.passive_listeners += 1
     channel.on_stop = factory.passive_listener_closed
     proto._channel = channel
@@ -971,7 +972,7 @@ async def _passive(proto: FTPProtocol) -> int:
 async def _pasv(proto: FTPProtocol, argument: str) -> None:
     if proto.epsv_all:
         raise BadSequence("PASV not allowed after EPSV ALL.")
-    address = proto.factory.passive_address or proto.transport.getHost().host  # type: ignore[union-attr]
+    address = proto.factory.passive_address or proto.local_host
     if ipaddress.ip_address(address).version != 4:
         raise ParameterNotSupported("PASV needs IPv4; use EPSV.")
     port = await _passive(proto)
@@ -1009,9 +1010,8 @@ def _active(proto: FTPProtocol, host: str, port: int, ipv6: bool) -> None:
         if port < 1024:
             raise CommandSyntaxError("Rejected: data connections to privileged ports are not allowed.")
     proto._close_channel()
-    local = proto.transport.getHost().host  # type: ignore[union-attr]
     proto._channel = ActiveChannel(
-        factory.reactor, host, port, ipv6, local, factory.data_timeout, **proto.data_protection()
+        factory.reactor, host, port, ipv6, proto.local_host, factory.data_timeout, **proto.data_protection()
     )
 
 

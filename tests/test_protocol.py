@@ -41,7 +41,7 @@ class _Reactor(MemoryReactorClock):
 class _Client:
     """One control connection to a server built on memory parts."""
 
-    def __init__(self, ipv6: bool = False, **options: Any) -> None:
+    def __init__(self, ipv6: bool = False, mapped: bool = False, **options: Any) -> None:
         self.reactor = _Reactor()
         self.storage = MemoryStorage(self.reactor)
         self.auth = MemoryAuthenticator(
@@ -50,7 +50,9 @@ class _Client:
             permissions={"dropbox": "ew", "lister": "l"},
         )
         self.factory = FTPFactory(self.auth, MemoryStorageFactory(self.storage), reactor=self.reactor, **options)
-        if ipv6:
+        if mapped:
+            host, peer = IPv6Address("TCP", f"::ffff:{CLIENT}", 21), IPv6Address("TCP", f"::ffff:{CLIENT}", 50000)
+        elif ipv6:
             host, peer = IPv6Address("TCP", "::1", 21), IPv6Address("TCP", "::1", 50000)
         else:
             host, peer = IPv4Address("TCP", CLIENT, 21), IPv4Address("TCP", CLIENT, 50000)
@@ -917,3 +919,17 @@ class PermissionTests(SynchronousTestCase):
         client.login("lister", "pw")
         self.assertEqual(client.send("CWD in"), ["550 Permission denied: you may not change directories."])
         self.assertEqual(client.send("SIZE in/a.txt"), ["213 1"])
+
+
+class DualStackTests(SynchronousTestCase):
+    def test_ipv4_client_of_a_dual_stack_listener(self) -> None:
+        """IPv4 clients seen as ::ffff:a.b.c.d get PASV, PORT and their data connections."""
+        client = _Client(mapped=True, passive_ports=range(40000, 40001))
+        client.login()
+        self.assertEqual(client.proto.peer_host, CLIENT)
+        self.assertEqual(client.send("PASV"), ["227 Entering Passive Mode (127,0,0,1,156,64)."])
+        factory = client.reactor.tcpServers[-1][1]
+        self.assertEqual(client.reactor.tcpServers[-1][3], CLIENT)
+        self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", CLIENT, 1234)), DataConnection)
+        self.assertEqual(client.send("PORT 127,0,0,1,200,10")[0][:4], "200 ")
+        self.assertEqual(client.send("EPRT |1|127.0.0.1|50001|")[0][:4], "200 ")
