@@ -44,8 +44,9 @@ def _gmtime(mtime: float) -> time.struct_time:
 
 def date_string(mtime: float, now: float) -> str:
     """
-    The date column: C{Mon dd HH:MM} for times within six months of C{now},
-    C{Mon dd  YYYY} otherwise (as C{ls} and vsftpd print it, in UTC).
+    The date column, in UTC as C{ls} and vsftpd print it: month, day and
+    time of day for times within six months of C{now}, month, day and year
+    (after two spaces) otherwise.
     """
     recent = abs(now - mtime) < _SIX_MONTHS
     try:

@@ -158,7 +158,7 @@ class _HTTPAuthenticator(HTTPUser):
     @param timeout: seconds one login or re-validation may take in all.
     @param client: the treq client; by default one on a persistent
         connection pool that keeps no cookies (an injected client should
-        keep none either, see L{_no_cookies}).
+        keep none either, see L{exftp._httpclient.no_cookies}).
     @param reactor: for deadlines, TTLs and the default client; the global
         reactor, looked up on first use, when omitted.
     @param max_body: the largest answer body read, in bytes.
