@@ -8,7 +8,7 @@ C{async def} and return C{Deferred.fromCoroutine(...)}.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,6 +226,22 @@ class IStorageMetadata(Interface):
 
     def set_permissions(path: VirtualPath, mode: int) -> Deferred[None]:
         """Set the POSIX permission bits (e.g. C{0o644})."""
+
+
+class IPagedListing(Interface):
+    """
+    Optional: a storage that lists big directories a page at a time (an
+    object store's paginated listing), so that a LIST of a huge directory
+    streams to the client instead of being held in memory whole.
+    """
+
+    def list_pages(path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
+        """
+        The entries of the directory C{path}, page by page, in the order
+        they should be listed; C{..} and C{.} excluded.
+
+        Iterating fails like L{IStorage.list} (e.g. L{exftp.FileNotFound}).
+        """
 
 
 class IStorageFactory(Interface):

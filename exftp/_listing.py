@@ -144,6 +144,13 @@ def _fact_value(text: str) -> bool:
     return text.isprintable() and not set("; =").intersection(text)
 
 
+def format_mlsx_entries(entries: Iterable[FileInfo], facts: Iterable[str], writable: bool) -> bytes:
+    """MLSD lines for C{entries} (one page of a listing)."""
+    facts = tuple(facts)
+    lines = (mlsx_line(e, facts, writable) + "\r\n" for e in entries if _safe(e.name))
+    return "".join(lines).encode("utf-8", "replace")
+
+
 def format_mlsd(
     directory: FileInfo, parent: FileInfo | None, entries: Iterable[FileInfo], facts: Iterable[str], writable: bool
 ) -> bytes:
@@ -152,8 +159,8 @@ def format_mlsd(
     lines = [mlsx_line(directory, facts, writable, "cdir", ".")]
     if parent is not None:
         lines.append(mlsx_line(parent, facts, writable, "pdir", ".."))
-    lines.extend(mlsx_line(e, facts, writable) for e in entries if _safe(e.name))
-    return "".join(line + "\r\n" for line in lines).encode("utf-8", "replace")
+    head = "".join(line + "\r\n" for line in lines).encode("utf-8", "replace")
+    return head + format_mlsx_entries(entries, facts, writable)
 
 
 def parse_mdtm(text: str) -> float:

@@ -5,11 +5,10 @@ The FTP control connection: decode, parse, check, dispatch, reply.
 from __future__ import annotations
 
 import hashlib
-import io
 import ipaddress
 import secrets
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +53,7 @@ from ._events import Action, FTPEvent
 from ._interfaces import (
     FileInfo,
     IFileDescriptorSource,
+    IPagedListing,
     IReadFile,
     IStorage,
     IStorageMetadata,
@@ -65,7 +65,7 @@ from ._paths import VirtualPath
 from ._replies import Reply, format_reply, quote_path
 from ._session import RULES, Access, SessionState, canonical_verb, check
 from ._tls import SameContext, control_context
-from .storage._streaming import StreamingReader
+from .storage._streaming import ChunksReader
 
 if TYPE_CHECKING:
     from ._factory import FTPFactory
@@ -1131,30 +1131,87 @@ async def _mdtm(proto: FTPProtocol, argument: str) -> None:
 # Listings and transfers
 
 
-async def _listing_entries(proto: FTPProtocol, argument: str) -> list[FileInfo]:
+async def _listing_target(proto: FTPProtocol, argument: str) -> tuple[VirtualPath, FileInfo]:
+    """The path a LIST/NLST names (flags such as C{-la} dropped) and what it is."""
     _flags, target = parse_list_argument(argument)
     path = proto.resolve(target) if target else proto.cwd
     info: FileInfo = await proto.call(proto.fs.stat, path)
+    return path, info
+
+
+async def _listing_entries(proto: FTPProtocol, argument: str) -> list[FileInfo]:
+    path, info = await _listing_target(proto, argument)
     if not info.is_directory:
         return [info]
     return list(await proto.call(proto.fs.list, path))
 
 
-def _bytes_reader(proto: FTPProtocol, data: bytes) -> IReadFile:
-    return StreamingReader(io.BytesIO(data).read, len(data), proto.factory.reactor)
+async def _pages(proto: FTPProtocol, path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
+    """A directory's entries a page at a time: paged where the storage can, else in one page."""
+    storage = proto.fs
+    if not IPagedListing.providedBy(storage):
+        yield await proto.call(storage.list, path)
+        return
+    pages: AsyncIterator[Sequence[FileInfo]] = storage.list_pages(path)  # type: ignore[attr-defined]
+    try:
+        async for page in pages:
+            yield page
+    except (FTPError, CancelledError):
+        raise
+    except Exception as error:
+        raise StorageUnavailable() from error
+
+
+async def _rendered(
+    first: bytes, pages: AsyncIterator[Sequence[FileInfo]], render: Callable[[Sequence[FileInfo]], bytes]
+) -> AsyncIterator[bytes]:
+    """C{first}, then every further page rendered."""
+    yield first
+    async for page in pages:
+        yield render(page)
+
+
+async def _listing_chunks(
+    proto: FTPProtocol, head: bytes, path: VirtualPath, render: Callable[[Sequence[FileInfo]], bytes]
+) -> AsyncIterator[bytes]:
+    """
+    The listing of C{path} as chunks to send. The first page is read here,
+    before any 150, so that a refused or failing listing gets its 550 / 451
+    without opening the data connection.
+    """
+    pages = _pages(proto, path)
+    try:
+        first = await pages.__anext__()
+    except StopAsyncIteration:
+        first = []
+    return _rendered(head + render(first), pages, render)
+
+
+async def _send_listing(
+    proto: FTPProtocol, argument: str, render: Callable[[Sequence[FileInfo]], bytes], description: str
+) -> None:
+    path, info = await _listing_target(proto, argument)
+    if info.is_directory:
+        chunks = await _listing_chunks(proto, b"", path, render)
+    else:
+        chunks = _rendered(render([info]), _no_pages(), render)
+    await proto.transfer_out(ChunksReader(chunks), description)
+
+
+async def _no_pages() -> AsyncIterator[Sequence[FileInfo]]:
+    return
+    yield
 
 
 @command("LIST")
 async def _list(proto: FTPProtocol, argument: str) -> None:
-    entries = await _listing_entries(proto, argument)
-    body = _listing.format_list(entries, proto.factory.reactor.seconds())
-    await proto.transfer_out(_bytes_reader(proto, body), "directory listing")
+    now = proto.factory.reactor.seconds()
+    await _send_listing(proto, argument, lambda page: _listing.format_list(page, now), "directory listing")
 
 
 @command("NLST")
 async def _nlst(proto: FTPProtocol, argument: str) -> None:
-    entries = await _listing_entries(proto, argument)
-    await proto.transfer_out(_bytes_reader(proto, _listing.format_nlst(entries)), "file list")
+    await _send_listing(proto, argument, _listing.format_nlst, "file list")
 
 
 def _writable(proto: FTPProtocol) -> bool:
@@ -1168,9 +1225,12 @@ async def _mlsd(proto: FTPProtocol, argument: str) -> None:
     if not info.is_directory:
         raise CommandSyntaxError("MLSD needs a directory; use MLST for a file.")
     parent = None if path.is_root else await proto.call(proto.fs.stat, path.parent)
-    entries = await proto.call(proto.fs.list, path)
-    body = _listing.format_mlsd(info, parent, entries, proto.mlst_facts, _writable(proto))
-    await proto.transfer_out(_bytes_reader(proto, body), "MLSD listing")
+    facts, writable = proto.mlst_facts, _writable(proto)
+    head = _listing.format_mlsd(info, parent, [], facts, writable)
+    chunks = await _listing_chunks(
+        proto, head, path, lambda page: _listing.format_mlsx_entries(page, facts, writable)
+    )
+    await proto.transfer_out(ChunksReader(chunks), "MLSD listing")
 
 
 @command("MLST")

@@ -933,3 +933,56 @@ class DualStackTests(SynchronousTestCase):
         self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", CLIENT, 1234)), DataConnection)
         self.assertEqual(client.send("PORT 127,0,0,1,200,10")[0][:4], "200 ")
         self.assertEqual(client.send("EPRT |1|127.0.0.1|50001|")[0][:4], "200 ")
+
+
+class PagedListingTests(SynchronousTestCase):
+    """Storages that list page by page (IPagedListing) stream LIST/NLST/MLSD."""
+
+    def _client(self, pages: list[list[str]], fail_first: bool = False) -> tuple[_Client, list[int]]:
+        from zope.interface import alsoProvides
+
+        from exftp import FileInfo, FileKind
+        from exftp._interfaces import IPagedListing
+
+        client = _Client()
+        client.storage.add_file("/big/placeholder", b"")
+        client.login()
+        fetched: list[int] = []
+
+        async def list_pages(path: Any) -> Any:
+            for number, names in enumerate(pages):
+                if fail_first:
+                    raise FileNotFound()
+                fetched.append(number)
+                yield [FileInfo(name, FileKind.FILE, 1) for name in names]
+
+        storage = client.proto.storage
+        storage.list_pages = list_pages  # type: ignore[union-attr]
+        alsoProvides(storage, IPagedListing)
+        return client, fetched
+
+    def test_pages_are_streamed_in_order(self) -> None:
+        client, fetched = self._client([["a", "b"], ["c"], ["d", "e"]])
+        factory = client.passive()
+        proto, transport = client.connect(factory)
+        first = client.send("NLST big")
+        _close(proto)
+        client.pump()
+        self.assertEqual([r[:4] for r in first + client.replies()], ["150 ", "226 "])
+        self.assertEqual(transport.value(), b"a\r\nb\r\nc\r\nd\r\ne\r\n")
+        self.assertEqual(fetched, [0, 1, 2])
+
+    def test_mlsd_pages(self) -> None:
+        client, _fetched = self._client([["a"], ["b"]])
+        factory = client.passive()
+        proto, transport = client.connect(factory)
+        client.send("MLSD big")
+        _close(proto)
+        client.pump()
+        names = [line.rsplit(" ", 1)[1] for line in transport.value().decode().split("\r\n") if line]
+        self.assertEqual(names, [".", "..", "a", "b"])
+
+    def test_failing_first_page_is_550_before_150(self) -> None:
+        client, _fetched = self._client([["a"]], fail_first=True)
+        client.passive()
+        self.assertEqual([r[:4] for r in client.send("LIST big")], ["550 "])

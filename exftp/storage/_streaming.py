@@ -6,7 +6,7 @@ Shared by the storages whose reads are quick and local (memory, disk).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
@@ -151,4 +151,67 @@ class StreamingReader:
                 if consumer is not None:
                     consumer.unregisterProducer()
                 done.errback(Failure(TransferAborted()))
+        return succeed(None)
+
+
+@implementer(IReadFile, IPushProducer)
+class ChunksReader:
+    """
+    An L{IReadFile} over an asynchronous iterator of byte chunks (such as a
+    directory listing formatted page by page as the pages arrive).
+
+    It writes a chunk, then waits while the consumer is paused, so that no
+    more than one chunk is held beyond what the consumer buffers.
+    """
+
+    size = None
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._consumer: IConsumer | None = None
+        self._resumed: Deferred[None] | None = None
+        self._stopped = False
+
+    def send(self, consumer: IConsumer) -> Deferred[int]:
+        if self._consumer is not None:
+            raise RuntimeError("send() called twice")
+        self._consumer = consumer
+        consumer.registerProducer(self, True)
+        return Deferred.fromCoroutine(self._pump(consumer))
+
+    async def _pump(self, consumer: IConsumer) -> int:
+        sent = 0
+        try:
+            async for chunk in self._chunks:
+                while self._resumed is not None and not self._stopped:
+                    await self._resumed
+                if self._stopped:
+                    raise TransferAborted()
+                consumer.write(chunk)
+                sent += len(chunk)
+        finally:
+            consumer.unregisterProducer()
+        return sent
+
+    def pauseProducing(self) -> None:
+        if self._resumed is None:
+            self._resumed = Deferred()
+
+    def resumeProducing(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.callback(None)
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self.resumeProducing()
+
+    def close(self) -> Deferred[None]:
+        """Stop, and close the iterator (releasing what it holds) unless it is running now."""
+        self._stopped = True
+        self.resumeProducing()
+        if self._consumer is None:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                return Deferred.fromCoroutine(aclose())
         return succeed(None)
