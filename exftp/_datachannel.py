@@ -22,6 +22,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IListeningPort,
     IProducer,
+    IProtocolFactory,
     IWriteDescriptor,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -32,6 +33,7 @@ from zope.interface import implementer
 from ._ascii import AsciiDecoder, AsciiEncoder
 from ._errors import DataConnectionFailed, FTPError
 from ._interfaces import IWriteFile
+from ._proxy import IPNetwork, TrustedProxyFactory
 from ._replies import Reply
 from ._tls import session_reused
 
@@ -329,13 +331,22 @@ class PassiveChannel(DataChannel):
     Connections from any host other than C{expected_host} are closed and the
     port keeps waiting (no data connection hijack). The port is closed when
     the first good connection arrives, after C{timeout} seconds, or on L{close}.
+    Connections from C{trusted_proxies} (balancers that forward passive ports)
+    must start with a PROXY header, and the host it names is the one checked.
     """
 
     def __init__(
-        self, reactor: Any, expected_host: str | None, timeout: float, tls: Any = None, require_reuse: bool = False
+        self,
+        reactor: Any,
+        expected_host: str | None,
+        timeout: float,
+        tls: Any = None,
+        require_reuse: bool = False,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
     ) -> None:
         super().__init__(tls, require_reuse)
         self._reactor = reactor
+        self._trusted_proxies = trusted_proxies
         self._expected_host = expected_host
         self._timeout = timeout
         self.port: IListeningPort | None = None
@@ -358,9 +369,12 @@ class PassiveChannel(DataChannel):
         if ports is not None:
             start = random.randrange(len(candidates)) if candidates else 0
             candidates = candidates[start:] + candidates[:start]
+        factory: IProtocolFactory = _PassiveFactory(self)
+        if self._trusted_proxies:
+            factory = TrustedProxyFactory(factory, self._trusted_proxies, self._reactor, require=False)
         for number in candidates:
             try:
-                self.port = self._reactor.listenTCP(number, _PassiveFactory(self), backlog=1, interface=interface)
+                self.port = self._reactor.listenTCP(number, factory, backlog=1, interface=interface)
             except internet_error.CannotListenError:
                 continue
             self._timer = self._reactor.callLater(self._timeout, self._expire)

@@ -16,6 +16,7 @@ from ._defender import Defender
 from ._events import EventObserver, FTPEvent
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._protocol import FTPProtocol
+from ._proxy import IPNetwork
 from ._tls import TLSPolicy, TLSSettings
 
 _log = Logger(namespace="exftp")
@@ -32,7 +33,12 @@ class FTPFactory(ServerFactory):
     @param banner: the text of the 220 greeting.
     @param passive_ports: the ports PASV/EPSV may listen on, or C{None} for any.
     @param passive_address: the IPv4 address announced in PASV replies
-        (a public or NAT address), or C{None} for the control connection's.
+        (a public or NAT address); C{"connected"} for the address the client
+        connected to (a balancer's, from its PROXY header); C{None} for the
+        control connection's local address.
+    @param trusted_proxies: balancers that forward passive ports: their
+        connections to a passive port must start with a PROXY header naming
+        the client (see L{exftp._proxy}); others connect as they are.
     @param idle_timeout: seconds without a command before a session is closed (421).
     @param data_timeout: seconds to wait for a data connection.
     @param allow_foreign_addresses: let PORT/EPRT name hosts other than the
@@ -86,6 +92,7 @@ class FTPFactory(ServerFactory):
         defender: Defender | None = _DEFAULT,  # type: ignore[assignment]
         login_failure_delay: float = 1.0,
         max_login_failures: int = 3,
+        trusted_proxies: Iterable[IPNetwork] = (),
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -97,6 +104,7 @@ class FTPFactory(ServerFactory):
         self.banner = banner
         self.passive_ports = passive_ports
         self.passive_address = passive_address
+        self.trusted_proxies = tuple(trusted_proxies)
         self.idle_timeout = idle_timeout
         self.data_timeout = data_timeout
         self.allow_foreign_addresses = allow_foreign_addresses

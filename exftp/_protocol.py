@@ -62,6 +62,7 @@ from ._interfaces import (
     WriteMode,
 )
 from ._paths import VirtualPath
+from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, quote_path
 from ._session import RULES, Access, SessionState, canonical_verb, check
 from ._tls import SameContext, control_context
@@ -960,7 +961,13 @@ async def _passive(proto: FTPProtocol) -> int:
     factory = proto.factory
     if factory.passive_listeners >= factory.max_passive_listeners:
         raise DataConnectionFailed("Too many passive connections; try again later.")
-    channel = PassiveChannel(factory.reactor, proto.peer_host, factory.data_timeout, **proto.data_protection())
+    channel = PassiveChannel(
+        factory.reactor,
+        proto.peer_host,
+        factory.data_timeout,
+        trusted_proxies=factory.trusted_proxies,
+        **proto.data_protection(),
+    )
     port = channel.listen(proto.local_host, factory.passive_ports)
     factory.passive_listeners += 1
     channel.on_stop = factory.passive_listener_closed
@@ -972,7 +979,8 @@ async def _passive(proto: FTPProtocol) -> int:
 async def _pasv(proto: FTPProtocol, argument: str) -> None:
     if proto.epsv_all:
         raise BadSequence("PASV not allowed after EPSV ALL.")
-    address = proto.factory.passive_address or proto.local_host
+    configured = proto.factory.passive_address
+    address = connected_address(proto.transport) if configured == CONNECTED else configured or proto.local_host
     if ipaddress.ip_address(address).version != 4:
         raise ParameterNotSupported("PASV needs IPv4; use EPSV.")
     port = await _passive(proto)

@@ -16,7 +16,6 @@ from typing import IO, Any
 from twisted.application import service
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
@@ -33,6 +32,7 @@ from ._hooks import HookQueue, WebhookHook, load_callable
 from ._httpclient import redacted
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._plugins import authenticator_plugins, storage_plugins
+from ._proxy import CONNECTED, PREFIX, IPNetwork, parse_networks, server_endpoint
 from ._tls import TLSPolicy, TLSSettings
 from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
@@ -206,15 +206,17 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
-def check_endpoint(description: str, option: str = "--port") -> None:
+def check_endpoint(description: str, option: str = "--port", trusted_proxies: Sequence[IPNetwork] = ()) -> None:
     """
     Check that C{description} is a server endpoint string, without listening.
 
     @param option: the option that gave it, for the message.
-    @raise usage.UsageError: when Twisted cannot parse it.
+    @param trusted_proxies: the balancers a C{haproxy:} endpoint trusts.
+    @raise usage.UsageError: when Twisted cannot parse it, or it is a
+        C{haproxy:} endpoint without C{trusted_proxies}.
     """
     try:
-        endpoints.serverFromString(_ParseOnly(), description)
+        server_endpoint(_ParseOnly(), description, trusted_proxies)
     except Exception as error:
         raise usage.UsageError(f"{option} {description}: {error}") from None
 
@@ -271,6 +273,7 @@ _EXTRA_SETTINGS = {
     "auth_option": Setting("auth_options", "table"),
     "hook": Setting("hooks", "texts"),
     "webhook": Setting("webhooks", "texts"),
+    "trusted_proxy": Setting("trusted_proxies", "texts"),
 }
 
 #: The options a command-line option overrides when a configuration file also sets them.
@@ -284,6 +287,7 @@ _OVERRIDES = {
     "tls-key": {"tls-cert", "tls-key"},
     "hook": {"hooks"},
     "webhook": {"webhooks"},
+    "trusted-proxy": {"trusted_proxies"},
 }
 
 
@@ -308,7 +312,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["storage", "s", None, "Storage: file:DIR, memory, s3:bucket=NAME[:prefix=P] or a plugin's "
          "NAME:ARG. Default: file:<cwd>."],
         ["passive-ports", None, None, "Port range for passive data connections, e.g. 40000-40100."],
-        ["passive-address", None, None, "IPv4 address to announce in PASV replies (public/NAT address)."],
+        ["passive-address", None, None, "IPv4 address to announce in PASV replies (public/NAT address), or "
+         "'connected': the address the client connected to (a balancer's, from its PROXY header)."],
         ["idle-timeout", None, 900.0, "Seconds of control-connection inactivity before 421 (0: never).", float],
         ["data-timeout", None, 60.0, "Seconds to wait for a data connection.", float],
         ["banner", None, "exftp ready.", "Greeting text of the 220 reply."],
@@ -352,6 +357,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["auth_options"] = {}
         self["hooks"] = []
         self["webhooks"] = []
+        self["trusted_proxies"] = []
         self._command_line_auth_options: set[str] = set()
 
     # The configuration file
@@ -427,6 +433,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """
         self["webhooks"].append(url)
 
+    def opt_trusted_proxy(self, network: str) -> None:
+        """
+        A load balancer's address or network (repeatable, or comma-separated), e.g. 10.0.0.0/8:
+        only it may connect to haproxy: ports, and its PROXY header names the client.
+        """
+        self["trusted_proxies"].append(network)
+
     def opt_help_auth(self) -> None:
         """
         Show every authenticator: exftp's own, installed plugins and twisted.cred checkers.
@@ -455,9 +468,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
+        try:
+            self["trusted_networks"] = parse_networks(self["trusted_proxies"])
+        except ValueError as error:
+            raise usage.UsageError(f"--trusted-proxy: {error}") from None
         for description in self["ports"]:
-            check_endpoint(description)
-        if self["passive-address"] is not None:
+            check_endpoint(description, trusted_proxies=self["trusted_networks"])
+        if self["trusted_networks"] and not any(d.startswith(PREFIX) for d in self["ports"]):
+            raise usage.UsageError("--trusted-proxy is for haproxy: ports, e.g. --port haproxy:tcp:2121")
+        if self["passive-address"] not in (None, CONNECTED):
             check_ipv4(self["passive-address"])
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
             raise usage.UsageError("--tls-cert and --tls-key go together")
@@ -467,7 +486,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 self["tls"] = TLSSettings(self["tls-cert"], self["tls-key"], bool(self["require-tls-reuse"]))
             except ValueError as error:
                 raise usage.UsageError(f"--tls-cert: {error}") from None
-        implicit = any(d.startswith("ssl:") for d in self["ports"])
+        implicit = any(d.removeprefix(PREFIX).startswith("ssl:") for d in self["ports"])
         if (self["require-tls"] or self["require-prot-p"]) and self["tls"] is None and not implicit:
             raise usage.UsageError("--require-tls and --require-prot-p need --tls-cert/--tls-key or an ssl: port")
         for name in _NON_NEGATIVE:
@@ -547,16 +566,18 @@ class _ListeningService(service.Service):
         factory: IProtocolFactory,
         reactor: Any,
         announcement: str = "exftp listening on {host}:{port}",
+        trusted_proxies: Sequence[IPNetwork] = (),
     ) -> None:
         self.description = description
         self.factory = factory
         self.reactor = reactor
+        self.trusted_proxies = trusted_proxies
         self.announcement = announcement
         self._port: Any = None
 
     def startService(self) -> None:
         super().startService()
-        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        endpoint = server_endpoint(self.reactor, self.description, self.trusted_proxies)
         failures: list[Any] = []
         endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
         if failures:
@@ -671,6 +692,7 @@ def makeService(options: Options) -> service.MultiService:
         max_sessions=options["max-sessions"],
         max_sessions_per_ip=options["max-sessions-per-ip"],
         max_passive_listeners=options["max-passive-listeners"],
+        trusted_proxies=options["trusted_networks"],
         tls=options["tls"],
         tls_policy=TLSPolicy(
             require_tls=bool(options["require-tls"]),
@@ -700,7 +722,9 @@ def makeService(options: Options) -> service.MultiService:
         _on_sighup(reactor, on_sighup)
     _ShutdownService(factory, options["shutdown-grace"], cleanups).setServiceParent(top)
     for description in options["ports"]:
-        _ListeningService(with_backlog(description), factory, reactor).setServiceParent(top)
+        _ListeningService(
+            with_backlog(description), factory, reactor, trusted_proxies=options["trusted_networks"]
+        ).setServiceParent(top)
     if metrics is not None:
         metrics.bind(factory)
         site = Site(metrics.resource())

@@ -160,7 +160,7 @@ def test_require_session_reuse_refuses_fresh_sessions(strict: FTPServer, pki: PK
             client.retrlines("LIST", lambda line: None)
     finally:
         client.close()
-    assert "did not resume" in strict.log()
+    strict.wait_for_log("did not resume")
 
 
 def test_implicit_tls(implicit: FTPServer, pki: PKIFiles) -> None:
