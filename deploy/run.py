@@ -146,6 +146,7 @@ def start_node(
         *twistd(), "-n", "--pidfile=", "exftp",
         "--port", f"haproxy:tcp:0:interface={NODE_HOST}",
         "--trusted-proxy", BALANCER_SOURCE,
+        "--node", name,
         "--storage", f"s3:bucket={bucket}:addressing=path",
         "--auth", f"memory:{USER}:{PASSWORD}",
         "--passive-address", passive_address,

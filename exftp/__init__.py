@@ -2,6 +2,7 @@
 exftp: an extendable FTP server on Twisted, with pluggable logins and storage.
 """
 
+from ._cleanup import CleanupReport, CleanupService, IStorageCleanup
 from ._errors import (
     AlreadyExists,
     BadSequence,
@@ -67,6 +68,8 @@ __all__ = [
     "AuthenticatorPlugin",
     "BadSequence",
     "BearerAuthenticator",
+    "CleanupReport",
+    "CleanupService",
     "CommandSyntaxError",
     "CredentialsCheckerAuthenticator",
     "DataConnectionFailed",
@@ -87,6 +90,7 @@ __all__ = [
     "IAuthenticatorPlugin",
     "IReadFile",
     "IStorage",
+    "IStorageCleanup",
     "IStorageFactory",
     "IStorageMetadata",
     "IStoragePlugin",

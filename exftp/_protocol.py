@@ -96,6 +96,10 @@ def command(*verbs: str) -> Callable[[Handler], Handler]:
     return register
 
 
+class _Unexpected(StorageUnavailable):
+    """A storage or authenticator raised something that is not an L{FTPError}: a bug, logged in full."""
+
+
 class _Transfer:
     """The transfer that is running, so that ABOR and disconnects can stop it."""
 
@@ -351,8 +355,13 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
                 return
             await handler(self, cmd.argument)
         except FTPError as error:
-            if not error.client_fault and error.__cause__ is not None:
+            if isinstance(error, _Unexpected):
                 _log.failure("{verb} failed", Failure(error.__cause__), verb=cmd.verb)
+            elif not error.client_fault and not isinstance(error, TransferAborted | DataConnectionFailed):
+                # A known server-side condition (storage down, disk full): one line, no traceback.
+                cause = error.__cause__
+                why = f"{error.message} ({type(cause).__name__}: {cause})" if cause is not None else error.message
+                _log.warn("{verb} failed: {why}", verb=cmd.verb, why=why)
             self.reply(error.reply, error.message)
 
     def _unexpected(self, failure: Failure, cmd: Command) -> None:
@@ -397,7 +406,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         except CancelledError:
             raise
         except Exception as error:
-            raise StorageUnavailable() from error
+            raise _Unexpected() from error
 
     def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
@@ -560,8 +569,16 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
                 connection.closed.addCallback(_cancel_unless_done, send)
                 try:
                     await send
-                except Exception:
+                except (CancelledError, TransferAborted):
                     raise transfer.aborted_error() from None
+                except FTPError:
+                    if transfer.aborted:
+                        raise transfer.aborted_error() from None
+                    raise  # the storage failed while the client was fine: its own 451
+                except Exception as error:
+                    if transfer.aborted:
+                        raise transfer.aborted_error() from None
+                    raise _Unexpected() from error
                 clean = await connection.close()
                 if transfer.aborted or not clean:
                     raise transfer.aborted_error()

@@ -24,6 +24,7 @@ from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 from twisted.web.server import Site
 
+from ._cleanup import DEFAULT_MAX_AGE, CleanupService, check_node, clean_up_now, default_node
 from ._config import Setting, load_config, settings_of
 from ._defender import Defender
 from ._events import Action
@@ -120,7 +121,7 @@ def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> I
     return CredentialsCheckerAuthenticator(checker)
 
 
-def make_storage_factory(spec: str) -> IStorageFactory:
+def make_storage_factory(spec: str, node: str | None = None) -> IStorageFactory:
     """
     Build a storage factory from a C{--storage} string: C{file:DIR},
     C{memory}, C{s3:bucket=NAME[:prefix=P][:region=R]...}, or
@@ -133,14 +134,14 @@ def make_storage_factory(spec: str) -> IStorageFactory:
         from .storage._s3 import storage_factory_from_spec
 
         try:
-            return storage_factory_from_spec(argument)
+            return storage_factory_from_spec(argument, node=node)
         except ValueError as error:
             raise usage.UsageError(f"--storage s3: {error}") from None
     if kind == "file":
         directory = argument or "."
         if not os.path.isdir(directory):
             raise usage.UsageError(f"--storage {spec}: {directory} is not a directory")
-        return FileStorageFactory(directory)
+        return FileStorageFactory(directory, node=node)
     if kind == "memory" and not argument:
         return MemoryStorageFactory()
     plugin = None if kind == "memory" else storage_plugins().get(kind)
@@ -167,6 +168,7 @@ def parse_port_range(text: str) -> range:
 
 #: Numeric options that must be 0 or more.
 _NON_NEGATIVE = (
+    "cleanup-age",
     "idle-timeout",
     "data-timeout",
     "login-failure-delay",
@@ -339,6 +341,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "upload, download, delete, rename, mkdir, rmdir. Default: all."],
         ["hook-queue", None, 1000, "Events that may wait for each hook; more are dropped (logged).", int],
         ["hook-retries", None, 5, "Retries of a failed hook call or webhook post, with backoff from 1 s.", int],
+        ["node", None, None, "This server's name among the servers that share its storage; the same "
+         "across restarts. Default: the host name."],
+        ["cleanup-age", None, DEFAULT_MAX_AGE, "At start, also remove any server's upload leftovers older "
+         "than this many seconds (0: only this node's).", float],
         ["hook-timeout", None, 10.0, "Seconds one webhook post may take; at shutdown, waiting events get as long.",
          float],
     ]
@@ -347,6 +353,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["require-tls", None, "Refuse USER/PASS before AUTH TLS (needs --tls-cert, or an ssl: port)."],
         ["require-prot-p", None, "Refuse transfers unless the data connection is protected (PROT P)."],
         ["require-tls-reuse", None, "Refuse TLS data connections that do not resume the control session."],
+        ["cleanup", None, "Remove the upload leftovers of --node (which must not be running) and those "
+         "older than --cleanup-age, then exit."],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -463,7 +471,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["root"] and self["storage"]:
             raise usage.UsageError("Use either --root or --storage, not both.")
         storage = self["storage"] or f"file:{self['root'] or os.getcwd()}"
-        self["storage_factory"] = make_storage_factory(storage)
+        if self["node"] is not None:
+            try:
+                check_node(self["node"])
+            except ValueError as error:
+                raise usage.UsageError(f"--node: {error}") from None
+        self["storage_factory"] = make_storage_factory(storage, self["node"])
         self["authenticator"] = make_authenticator(self["auth"], self["auth_options"])
         self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
         if not self["ports"]:
@@ -493,6 +506,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} {self[name]}: must not be negative")
         self._check_operations()
+        if self["cleanup"]:
+            node = getattr(self["storage_factory"], "node", None) or self["node"] or default_node()
+            clean_up_now(self["storage_factory"], node, self["cleanup-age"] or None)
 
     def _check_operations(self) -> None:
         """Check the hooks, the transfer log, the metrics endpoint and the log format."""
@@ -715,12 +731,16 @@ def makeService(options: Options) -> service.MultiService:
         factory.observers.append(transfer_log)
         cleanups.append(transfer_log.close)
         on_sighup.append(transfer_log.reopen)
+    close_storage = getattr(options["storage_factory"], "close", None)
+    if close_storage is not None:
+        cleanups.append(close_storage)  # e.g. the S3 connection pool and its background aborts
     queues, hook_cleanups = _hook_queues(options, reactor)
     factory.observers.extend(queues)
     cleanups.extend(hook_cleanups)
     if on_sighup:
         _on_sighup(reactor, on_sighup)
     _ShutdownService(factory, options["shutdown-grace"], cleanups).setServiceParent(top)
+    CleanupService(options["storage_factory"], options["cleanup-age"] or None).setServiceParent(top)
     for description in options["ports"]:
         _ListeningService(
             with_backlog(description), factory, reactor, trusted_proxies=options["trusted_networks"]

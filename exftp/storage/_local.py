@@ -4,7 +4,9 @@ Storage on the local file system, rooted at a directory.
 No path can leave the root: virtual paths cannot express C{..}, and every
 path is checked after symbolic links are resolved. Uploads go to a hidden
 temporary file next to the target and are renamed into place only once
-complete and flushed to disk.
+complete and flushed to disk. A temporary file names the node and process
+that made it, so that the ones a crash leaves behind are removed at the
+next start (L{FileStorageFactory.clean_up}).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import errno
 import grp
 import os
 import pwd
+import re
 import secrets
 import stat as stat_module
+import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache, wraps
 from typing import Any, TypeVar
@@ -23,9 +28,20 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IProducer, IPushProducer, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._cleanup import (
+    BOOT,
+    RESERVED_PREFIX,
+    CleanupReport,
+    IStorageCleanup,
+    Owner,
+    check_node,
+    default_node,
+    judge,
+)
 from .._errors import (
     AlreadyExists,
     CommandSyntaxError,
@@ -56,7 +72,11 @@ from ._readonly import for_session
 from ._streaming import CHUNK_SIZE, StreamingReader, check_offset, check_permissions
 
 #: Prefix of the temporary files that hold uploads in progress; never listed.
-TEMPORARY_PREFIX = ".exftp-upload-"
+TEMPORARY_PREFIX = RESERVED_PREFIX
+#: A temporary file's name after the prefix: start token and random part, process id, node.
+_TEMPORARY_NAME = re.compile(r"^([0-9a-f]{8})[0-9a-f]{8}-([0-9]{1,10})-([A-Za-z0-9._-]{1,64})$")
+#: Directory entries the start-up clean-up looks at, at most.
+SWEEP_LIMIT = 10_000_000
 #: Unwritten upload bytes above which the data connection is paused.
 _HIGH_WATER = 4 * 1024 * 1024
 
@@ -76,7 +96,26 @@ _ERRNO_ERRORS: dict[int, type[FTPError]] = {
     errno.ELOOP: PermissionDenied,
 }
 
+#: Errors that say what is wrong with the client's path, not with the server.
+_PATH_ERRORS = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EINVAL, errno.ELOOP}
+)
+
 _T = TypeVar("_T")
+_log = Logger(namespace="exftp.file")
+
+
+def temporary_name(node: str) -> str:
+    """A fresh name for an upload's temporary file, naming this process and C{node}."""
+    return f"{TEMPORARY_PREFIX}{BOOT}{secrets.token_hex(4)}-{os.getpid()}-{node}"
+
+
+def temporary_owner(name: str) -> Owner | None:
+    """Who made the temporary file C{name}, or C{None} when its name does not say."""
+    found = _TEMPORARY_NAME.match(name[len(TEMPORARY_PREFIX) :]) if name.startswith(TEMPORARY_PREFIX) else None
+    if found is None:
+        return None
+    return Owner(node=found[3], pid=int(found[2]), boot=found[1])
 
 
 def storage_error(error: OSError) -> FTPError:
@@ -244,6 +283,11 @@ class _FileWriter:
         self._queue.clear()
         error = failure.value
         self._error = storage_error(error) if isinstance(error, OSError) else StorageUnavailable()
+        _log.warn(
+            "Writing the upload to {target} failed ({why}); the upload is discarded",
+            target=self._target,
+            why=_describe(error),
+        )
         if self._producer is not None:
             self._producer.stopProducing()
 
@@ -268,12 +312,17 @@ class _FileWriter:
         try:
             await _settled(self._run(self._commit), self._commit_orphaned)
         except OSError as error:
-            await self._run(self._discard)
+            _log.warn(
+                "Storing the upload to {target} failed ({why}); the upload is discarded",
+                target=self._target,
+                why=_describe(error),
+            )
+            _log_kept(await self._run(self._discard))
             raise storage_error(error) from None
 
     def _commit_orphaned(self, result: object) -> None:
         if isinstance(result, Failure):
-            self._run(self._discard)
+            self._run(self._discard).addCallback(_log_kept)
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, -1
@@ -292,11 +341,10 @@ class _FileWriter:
         finally:
             os.close(directory)
 
-    def _discard(self) -> None:
+    def _discard(self) -> tuple[str, OSError] | None:
         with contextlib.suppress(OSError):
             self._close_fd()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._temporary)
+        return _remove_temporary(-1, self._temporary)
 
     def abort(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._abort())
@@ -307,7 +355,7 @@ class _FileWriter:
         self._closed = True
         self._queue.clear()
         await self._drain()
-        await self._run(self._discard)
+        _log_kept(await self._run(self._discard))
 
 
 def _fire(result: Failure | None, waiter: Deferred[None]) -> Failure | None:
@@ -325,15 +373,18 @@ class FileStorage:
     @param root: the directory that becomes C{/}.
     @param reactor: used for scheduling reads and running disk writes in
         its thread pool; the global reactor when omitted.
+    @param node: this server's node name, written in the names of upload
+        temporaries; this host's name when omitted.
     """
 
-    def __init__(self, root: str, reactor: Any = None) -> None:
+    def __init__(self, root: str, reactor: Any = None, node: str | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
         self._reactor: IReactorTime = reactor
         self.root = os.path.realpath(root)
+        self.node = default_node() if node is None else check_node(node)
 
     def _run(self, function: Callable[..., _T], *args: Any) -> Deferred[_T]:
         reactor: IReactorThreads = self._reactor  # type: ignore[assignment]
@@ -491,21 +542,24 @@ class FileStorage:
         return target
 
     async def _open_write(self, target: str, mode: WriteMode, offset: int) -> IWriteFile:
+        name = temporary_name(self.node)
         try:
-            fd, temporary = await _settled(self._run(self._create, target, mode, offset), self._orphaned_upload)
+            fd, temporary = await _settled(self._run(self._create, target, name, mode, offset), self._orphaned_upload)
         except OSError as error:
+            if error.errno not in _PATH_ERRORS:
+                _log.warn("Cannot start the upload to {target}: {why}", target=target, why=_describe(error))
             raise storage_error(error) from None
         return _FileWriter(fd, temporary, target, self._run)
 
     def _orphaned_upload(self, result: tuple[int, str] | Failure) -> None:
         """Release the temporary file of an C{open_write} that was cancelled."""
         if not isinstance(result, Failure):
-            self._run(_remove_temporary, *result)
+            self._run(_remove_temporary, *result).addCallback(_log_kept)
 
     @staticmethod
-    def _create(target: str, mode: WriteMode, offset: int) -> tuple[int, str]:
-        """Make the temporary file for an upload to C{target} (in a worker thread)."""
-        temporary = os.path.join(os.path.dirname(target), f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}")
+    def _create(target: str, name: str, mode: WriteMode, offset: int) -> tuple[int, str]:
+        """Make the temporary file C{name} for an upload to C{target} (in a worker thread)."""
+        temporary = os.path.join(os.path.dirname(target), name)
         # 0o666 lets the kernel apply the umask: no process-wide umask juggling
         # in a thread. An existing target's permissions are copied below.
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -517,11 +571,41 @@ class FileStorage:
         return fd, temporary
 
 
-def _remove_temporary(fd: int, temporary: str) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
-    with contextlib.suppress(OSError):
+def _remove_temporary(fd: int, temporary: str) -> tuple[str, OSError] | None:
+    """
+    Close C{fd} (unless -1) and remove C{temporary} (in a worker thread).
+
+    @return: C{None}, or the file and why it could not be removed, for
+        L{_log_kept} to tell on the reactor thread.
+    """
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    try:
         os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        return temporary, error
+    return None
+
+
+def _log_kept(kept: tuple[str, OSError] | None) -> None:
+    """Log a temporary file that could not be removed (it waits for the next start-up clean-up)."""
+    if kept is not None:
+        temporary, error = kept
+        _log.warn(
+            "Could not remove the temporary file {temporary} ({why}); the next start-up clean-up removes it",
+            temporary=temporary,
+            why=_describe(error),
+        )
+
+
+def _describe(error: BaseException | None) -> str:
+    """An error in a few words: C{No space left on device} rather than a repr."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 def _prepare(fd: int, target: str, mode: WriteMode, offset: int) -> None:
@@ -556,19 +640,29 @@ def _prepare(fd: int, target: str, mode: WriteMode, offset: int) -> None:
         os.close(old)
 
 
-@implementer(IStorageFactory)
+@implementer(IStorageFactory, IStorageCleanup)
 class FileStorageFactory:
     """
     Gives each session a L{FileStorage} on C{root}, narrowed to the session's
     own root directory when the authenticator names one.
+
+    @param node: this server's node name, written in the names of upload
+        temporaries; this host's name when omitted. Servers that share a
+        directory tree need names of their own.
+    @ivar sweep_limit: the most directory entries L{clean_up} looks at.
     """
 
-    def __init__(self, root: str, reactor: Any = None) -> None:
+    def __init__(self, root: str, reactor: Any = None, node: str | None = None) -> None:
         self.root = os.path.realpath(root)
         self._reactor = reactor
+        self.node = default_node() if node is None else check_node(node)
+        self.sweep_limit = SWEEP_LIMIT
+
+    def __repr__(self) -> str:
+        return f"file:{self.root}"
 
     def storage_for(self, session: Session) -> Deferred[IStorage]:
-        base = FileStorage(self.root, self._reactor)
+        base = FileStorage(self.root, self._reactor, self.node)
         if session.root is not None and not session.root.is_root:
             try:
                 local = base._checked(session.root)
@@ -576,5 +670,89 @@ class FileStorageFactory:
                 return fail(error)
             if not os.path.isdir(local):
                 return fail(FileNotFound("Home directory does not exist."))
-            base = FileStorage(local, self._reactor)
+            base = FileStorage(local, self._reactor, self.node)
         return succeed(for_session(base, session))
+
+    def clean_up(self, node: str | None, older_than: float | None) -> Deferred[CleanupReport]:
+        """
+        Remove the upload temporaries that crashed servers left anywhere
+        under the root: those of C{node}, and any not written to for
+        C{older_than} seconds (see L{exftp._cleanup.judge}).
+
+        The tree is walked in a worker thread, without following links, at
+        most L{sweep_limit} entries; cancelling stops the walk.
+        """
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor as reactor
+        stopping = threading.Event()
+        walk = deferToThreadPool(
+            reactor, reactor.getThreadPool(), sweep, self.root, node, older_than, stopping, self.sweep_limit
+        )
+        result: Deferred[CleanupReport] = Deferred(lambda _: stopping.set())
+        walk.chainDeferred(result)
+        return result
+
+
+def sweep(
+    root: str, node: str | None, older_than: float | None, stopping: threading.Event, limit: int = SWEEP_LIMIT
+) -> CleanupReport:
+    """
+    Remove upload temporaries under C{root} that L{judge} lets go (in a worker thread).
+
+    Only regular files whose names start with L{TEMPORARY_PREFIX} are
+    removed; links are not followed, and directories with that prefix are
+    left alone (exftp makes none).
+
+    @param stopping: set to stop the walk early.
+    @param limit: the most directory entries to look at.
+    """
+    report = CleanupReport()
+    now = time.time()
+    pending = [root]
+    seen = 0
+    while pending:
+        if stopping.is_set():
+            report.complete = False
+            break
+        directory = pending.pop()
+        try:
+            scan = os.scandir(directory)
+        except OSError:
+            continue  # gone meanwhile, or not readable: nothing of ours can be in it
+        with scan:
+            for entry in scan:
+                seen += 1
+                if seen > limit:
+                    report.complete = False
+                    return report
+                try:
+                    if entry.name.startswith(TEMPORARY_PREFIX):
+                        if entry.is_file(follow_symlinks=False):
+                            _sweep_one(entry, root, node, older_than, now, report)
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                except OSError:
+                    continue
+    return report
+
+
+def _sweep_one(
+    entry: os.DirEntry[str], root: str, node: str | None, older_than: float | None, now: float, report: CleanupReport
+) -> None:
+    """Remove one temporary file if L{judge} lets it go."""
+    age = now - entry.stat(follow_symlinks=False).st_mtime
+    remove, why = judge(temporary_owner(entry.name), age, node, older_than)
+    name = os.path.relpath(entry.path, root)
+    if not remove:
+        if why is not None:
+            report.kept.append(f"{name} ({why})")
+        return
+    try:
+        os.unlink(entry.path)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        report.failed.append(f"{name} ({_describe(error)})")
+        return
+    report.removed.append(f"{name} ({why})")

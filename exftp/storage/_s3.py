@@ -8,13 +8,22 @@ a bounded number of parts in flight, so memory stays about
 C{part_size * (parts_in_flight + 1)} per upload, and nothing appears under
 the target name until the upload is complete. Downloads stream with
 backpressure: the HTTP answer is paused while the FTP client is slow.
+
+Every multipart upload is noted in an upload journal (see L{UploadJournal})
+while it is open, so that the uploads a crashed server leaves open can be
+found and aborted when it starts again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
+import os
 import re
+import socket
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -37,6 +46,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from zope.interface import implementer
 
+from .._cleanup import BOOT, RESERVED_PREFIX, CleanupReport, IStorageCleanup, Owner, check_node, judge
 from .._errors import (
     AlreadyExists,
     DirectoryNotEmpty,
@@ -81,7 +91,7 @@ from ._s3client import (
 from ._s3signing import CredentialSource, Shared
 from ._streaming import StreamingReader, check_offset
 
-__all__ = ["S3Config", "S3Storage", "S3StorageFactory", "S3Upload", "storage_factory_from_spec"]
+__all__ = ["S3Config", "S3Storage", "S3StorageFactory", "S3Upload", "UploadJournal", "storage_factory_from_spec"]
 
 _log = Logger(namespace="exftp.s3")
 
@@ -129,6 +139,12 @@ def _run(work: Coroutine[Any, Any, _T]) -> Deferred[_T]:
     return Deferred.fromCoroutine(_translating(work))
 
 
+def _etag(response: IResponse) -> str | None:
+    """The ETag of the object a GET answers with."""
+    values = response.headers.getRawHeaders(b"etag")
+    return values[0].decode("latin-1") if values else None
+
+
 def _valid_name(name: str) -> bool:
     try:
         VirtualPath((name,))
@@ -174,15 +190,32 @@ class _S3Reader:
 
     While the consumer is paused the HTTP body is paused too, so TCP
     backpressure reaches S3 and memory stays flat; the little that already
-    arrived waits here. A body that stalls for C{idle_timeout} seconds while
-    not paused fails the transfer.
+    arrived waits here. A body that breaks, or stalls for C{idle_timeout}
+    seconds while not paused, is asked for again from where it broke (with
+    C{resume}, at most C{retries} times), else the transfer fails.
+
+    @param resume: asks S3 again for the body from the given number of
+        bytes on (of the same object version), or C{None} to never resume.
     """
 
-    def __init__(self, response: IResponse, reactor: Any, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        response: IResponse,
+        reactor: Any,
+        idle_timeout: float,
+        resume: Callable[[int], Coroutine[Any, Any, IResponse | None]] | None = None,
+        retries: int = 0,
+    ) -> None:
         self.size: int | None = None if response.length is UNKNOWN_LENGTH else int(response.length)
         self._response = response
         self._reactor = reactor
         self._idle_timeout = idle_timeout
+        self._resume = resume
+        self._retries = retries
+        #: Counts the bodies asked for, so that the rest of a broken one is ignored.
+        self._generation = 0
+        self._reopening = False
+        self._received = 0
         self._consumer: IConsumer | None = None
         self._done: Deferred[int] | None = None
         self._body: Any = None
@@ -209,7 +242,7 @@ class _S3Reader:
         # them until the next turn, so that send() itself never writes.
         self._holding = True
         self._delivered = True
-        self._response.deliverBody(_BodyPump(self))
+        self._response.deliverBody(_BodyPump(self, self._generation))
         if self._paused and self._body is not None:
             self._body.pauseProducing()
         self._release = self._reactor.callLater(0, self._stop_holding)
@@ -222,16 +255,18 @@ class _S3Reader:
 
     # From the body pump
 
-    def _attached(self, transport: Any) -> None:
-        self._body = transport
+    def _attached(self, transport: Any, generation: int) -> None:
+        if generation == self._generation:
+            self._body = transport
 
-    def _data(self, data: bytes) -> None:
-        if not self._finished:
+    def _data(self, data: bytes, generation: int) -> None:
+        if not self._finished and generation == self._generation:
+            self._received += len(data)
             self._pending.append(data)
             self._flush()
 
-    def _ended(self, reason: Failure) -> None:
-        if not self._finished:
+    def _ended(self, reason: Failure, generation: int) -> None:
+        if not self._finished and generation == self._generation:
             self._ending = reason
             self._flush()
 
@@ -251,8 +286,10 @@ class _S3Reader:
 
     def _complete(self, reason: Failure) -> None:
         if reason.check(ResponseDone) is None or (self.size is not None and self._sent != self.size):
-            _log.info("S3 download ended early: {why}", why=reason.getErrorMessage())
-            self._fail(StorageUnavailable("Download from storage failed."))
+            why = reason.getErrorMessage()
+            if not self._try_again(why):
+                _log.info("S3 download ended early: {why}", why=why)
+                self._fail(StorageUnavailable("Download from storage failed."))
             return
         consumer, done = self._consumer, self._done
         self._stop()
@@ -265,7 +302,7 @@ class _S3Reader:
 
     def _arm(self) -> None:
         self._disarm()
-        if not self._paused and not self._finished:
+        if not (self._paused or self._finished or self._reopening):
             self._timer = self._reactor.callLater(self._idle_timeout, self._stalled)
 
     def _disarm(self) -> None:
@@ -275,7 +312,58 @@ class _S3Reader:
 
     def _stalled(self) -> None:
         self._timer = None
-        self._fail(StorageUnavailable("Storage stopped sending."))
+        if not self._try_again(f"no data for {self._idle_timeout:g} s"):
+            _log.info("S3 download stalled: no data for {seconds:g} s", seconds=self._idle_timeout)
+            self._fail(StorageUnavailable("Storage stopped sending."))
+
+    # Resuming a body that broke
+
+    def _try_again(self, why: str) -> bool:
+        """Ask for the rest of a broken body, if retries are left; whether it does."""
+        if self._resume is None or self._retries <= 0 or self._finished:
+            return False
+        self._retries -= 1
+        self._generation += 1
+        self._reopening = True
+        self._disarm()
+        broken, self._body, self._ending = self._body, None, None
+        if broken is not None:
+            with suppress(Exception):
+                broken.stopProducing()
+        _log.info(
+            "S3 download broke after {count} bytes ({why}); asking for the rest, {left} more tries",
+            count=self._received,
+            why=why,
+            left=self._retries,
+        )
+        Deferred.fromCoroutine(self._reopen(self._generation))
+        return True
+
+    async def _reopen(self, generation: int) -> None:
+        assert self._resume is not None
+        try:
+            response = await self._resume(self._received)
+        except Exception as error:
+            if generation == self._generation and not self._finished:
+                _log.info("S3 download could not be resumed: {why}", why=str(error))
+                self._fail(StorageUnavailable("Download from storage failed."))
+            return
+        if generation != self._generation or self._finished:
+            if response is not None:
+                discard_body(response)
+            return
+        self._reopening = False
+        if response is None:  # S3 says nothing is left: only right if nothing more was announced
+            if self.size is None:
+                self.size = self._received
+            self._ending = Failure(ResponseDone())
+            self._flush()
+            return
+        self._response = response
+        response.deliverBody(_BodyPump(self, generation))
+        if self._paused and self._body is not None:
+            self._body.pauseProducing()
+        self._flush()
 
     # Ending
 
@@ -327,19 +415,237 @@ class _S3Reader:
 
 
 class _BodyPump(Protocol):
-    """Hands a response body to its L{_S3Reader}."""
+    """Hands a response body to its L{_S3Reader}, telling which of the reader's requests it answers."""
 
-    def __init__(self, reader: _S3Reader) -> None:
+    def __init__(self, reader: _S3Reader, generation: int) -> None:
         self._reader = reader
+        self._generation = generation
 
     def connectionMade(self) -> None:
-        self._reader._attached(self.transport)
+        self._reader._attached(self.transport, self._generation)
 
     def dataReceived(self, data: bytes) -> None:
-        self._reader._data(data)
+        self._reader._data(data, self._generation)
 
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
-        self._reader._ended(reason)
+        self._reader._ended(reason, self._generation)
+
+
+#: Where the upload journal lives, under the configured prefix.
+JOURNAL_FOLDER = RESERVED_PREFIX + "journal/"
+#: The first wait before trying a failed abort again, and the longest, in seconds.
+_ABORT_RETRY_FIRST = 1.0
+_ABORT_RETRY_CAP = 60.0
+#: Journal entries handled at a time by a clean-up.
+_CLEANUP_CONCURRENCY = 4
+_ENTRY_NAME = re.compile(r"^([0-9a-f]{8})-([0-9]{1,10})-[0-9a-f]{32}$")
+
+
+class UploadJournal:
+    """
+    The multipart uploads that this node has open, one small object each
+    under C{PREFIX.exftp-upload-journal/NODE/}.
+
+    S3 lists open multipart uploads (ListMultipartUploads) with their key,
+    id and start time, but not their metadata, and every node of a cluster
+    usually signs with the same key, so the listing cannot say which
+    uploads exftp started, or which node did. The journal can: an entry is
+    written once S3 has given the upload its id, and deleted once the upload
+    is complete or aborted. Its name says which node, process and process
+    start made it, its body names the key and upload id. A clean-up reads the
+    journal, never the list of uploads, so uploads that exftp did not start
+    are never touched. (A crash in the moment between starting an upload and
+    writing its entry leaves an upload that only a bucket lifecycle rule
+    C{AbortIncompleteMultipartUpload} removes.)
+
+    An abort that fails (S3 down) is tried again in the background, at once
+    when another request to S3 succeeds, else after 1, 2, 4... up to 60
+    seconds; its entry stays until then, so a crash meanwhile is covered.
+    """
+
+    def __init__(self, client: S3Client, reactor: Any) -> None:
+        self._client = client
+        self._reactor = reactor
+        self.root = client.config.prefix + JOURNAL_FOLDER
+        self.node = client.config.node
+        self._leftovers: dict[str, str] = {}
+        self._timer: IDelayedCall | None = None
+        self._retrying = False
+        self._delay = _ABORT_RETRY_FIRST
+        client.on_success = self._s3_answered
+
+    def __repr__(self) -> str:
+        return f"s3://{self._client.config.bucket}/{self.root}"
+
+    @property
+    def leftovers(self) -> int:
+        """Uploads whose abort failed and is to be tried again."""
+        return len(self._leftovers)
+
+    def _entry(self, upload_id: str) -> str:
+        digest = hashlib.sha256(upload_id.encode("utf-8")).hexdigest()[:32]
+        return f"{self.root}{self.node}/{BOOT}-{os.getpid()}-{digest}"
+
+    async def record(self, key: str, upload_id: str) -> None:
+        """Note the open upload C{upload_id} of C{key}."""
+        body = {
+            "key": key,
+            "upload_id": upload_id,
+            "node": self.node,
+            "pid": os.getpid(),
+            "boot": BOOT,
+            "host": socket.gethostname(),
+        }
+        await self._client.put(self._entry(upload_id), json.dumps(body).encode("utf-8"))
+
+    async def forget(self, upload_id: str) -> None:
+        """Remove the note of an upload that is complete or aborted (a failure is only logged)."""
+        try:
+            await self._client.delete(self._entry(upload_id))
+        except CancelledError:
+            raise
+        except Exception as error:
+            _log.warn(
+                "Could not remove journal entry {entry} ({why}); a clean-up removes it",
+                entry=self._entry(upload_id),
+                why=str(error),
+            )
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        """Abort the upload and forget it; when S3 cannot be reached, keep trying in the background."""
+        try:
+            await self._client.abort_multipart(key, upload_id)
+        except CancelledError:
+            raise
+        except Exception as error:
+            _log.warn(
+                "Could not abort multipart upload {upload_id} of {key} ({why}); trying again later",
+                upload_id=upload_id,
+                key=key,
+                why=str(error),
+            )
+            self._leftovers[upload_id] = key
+            self._schedule()
+            return
+        await self.forget(upload_id)
+
+    # Trying failed aborts again
+
+    def _schedule(self) -> None:
+        if self._timer is None and not self._retrying and self._leftovers:
+            self._timer = self._reactor.callLater(self._delay, self._retry)
+            self._delay = min(self._delay * 2, _ABORT_RETRY_CAP)
+
+    def _s3_answered(self) -> None:
+        """A request succeeded: S3 is back, so try the failed aborts now."""
+        if self._leftovers and not self._retrying:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = self._reactor.callLater(0, self._retry)
+
+    def _retry(self) -> None:
+        self._timer = None
+        self._retrying = True
+        Deferred.fromCoroutine(self._retry_all()).addErrback(
+            lambda failure: _log.failure("Trying failed aborts again failed", failure)
+        )
+
+    async def _retry_all(self) -> None:
+        try:
+            for upload_id, key in list(self._leftovers.items()):
+                try:
+                    await self._client.abort_multipart(key, upload_id)
+                except Exception:
+                    break
+                del self._leftovers[upload_id]
+                _log.info("Aborted multipart upload {upload_id} of {key} at last", upload_id=upload_id, key=key)
+                await self.forget(upload_id)
+            else:
+                self._delay = _ABORT_RETRY_FIRST
+        finally:
+            self._retrying = False
+        self._schedule()
+
+    def stop(self) -> None:
+        """Stop trying failed aborts again (at shutdown; their entries stay for the next clean-up)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # Cleaning up after crashed nodes
+
+    async def clean_up(self, node: str | None, older_than: float | None) -> CleanupReport:
+        """
+        Abort the open uploads in the journal that L{judge} lets go: those of
+        C{node}, and any older than C{older_than} seconds.
+        """
+        report = CleanupReport()
+        if older_than is None and node is None:
+            return report
+        folder = self.root if older_than is not None else f"{self.root}{node}/"
+        now = self._reactor.seconds()
+        doomed: list[tuple[str, str]] = []
+        token: str | None = None
+        while True:
+            page = await self._client.list_page(folder, delimiter=None, token=token)
+            for found in page.objects:
+                remove, why = judge(self._owner(found.key), now - found.mtime, node, older_than)
+                if remove:
+                    doomed.append((found.key, why or ""))
+                elif why is not None:
+                    report.kept.append(f"{found.key} ({why})")
+            token = page.next_token
+            if token is None:
+                break
+
+        async def abort(item: tuple[str, str]) -> None:
+            await self._abort_entry(item[0], item[1], report)
+
+        await _each(doomed, abort, _CLEANUP_CONCURRENCY)
+        return report
+
+    def _owner(self, entry: str) -> Owner | None:
+        node, _, name = entry[len(self.root) :].partition("/")
+        found = _ENTRY_NAME.match(name)
+        if found is None:
+            return None
+        return Owner(node=node, pid=int(found[2]), boot=found[1])
+
+    async def _abort_entry(self, entry: str, why: str, report: CleanupReport) -> None:
+        """Abort the upload an entry names, then remove the entry."""
+        try:
+            body = await self._client.get_bytes(entry, 0, 64 * KiB - 1)
+            note = json.loads(body)
+            key, upload_id = str(note["key"]), str(note["upload_id"])
+        except S3Error as error:
+            if error.status != 404:  # removed meanwhile: its upload was finished or aborted
+                report.failed.append(f"{entry} ({error})")
+            return
+        except (ValueError, KeyError, TypeError):
+            report.failed.append(f"{entry} (unreadable journal entry, removed)")
+            await self._client.delete(entry)
+            return
+        try:
+            await self._client.abort_multipart(key, upload_id)
+            await self._client.delete(entry)
+        except CancelledError:
+            raise
+        except Exception as error:
+            report.failed.append(f"{key} (upload {upload_id}: {error})")
+            return
+        report.removed.append(f"{key} (multipart upload {upload_id}, {why})")
+
+
+#: The journal of each client, so that all the storages on one bucket share one.
+_JOURNALS: weakref.WeakKeyDictionary[S3Client, UploadJournal] = weakref.WeakKeyDictionary()
+
+
+def journal_of(client: S3Client, reactor: Any) -> UploadJournal:
+    """The upload journal of C{client}'s bucket and prefix."""
+    journal = _JOURNALS.get(client)
+    if journal is None:
+        journal = _JOURNALS[client] = UploadJournal(client, reactor)
+    return journal
 
 
 @implementer(IWriteFile)
@@ -354,7 +660,8 @@ class S3Upload:
     most C{part_size * (parts_in_flight + 1)}, plus whatever single write
     arrived while pausing. L{finish} completes the upload; L{abort}, or any
     failure, aborts it, and nothing appears under the key. The producer must
-    be a push producer, as the data connection is.
+    be a push producer, as the data connection is. A multipart upload is in
+    C{journal} while it is open.
 
     @ivar peak: the most bytes held at once (buffered and in flight).
     @ivar parts_sent: the parts that S3 acknowledged.
@@ -367,8 +674,10 @@ class S3Upload:
         metadata: Mapping[str, str],
         part_size: int,
         parts_in_flight: int,
+        journal: UploadJournal | None = None,
     ) -> None:
         self._client = client
+        self._journal = journal
         self._key = key
         self._metadata = dict(metadata)
         self._part_size = part_size
@@ -490,9 +799,27 @@ class S3Upload:
     def _started(self) -> Deferred[str]:
         """The id of the multipart upload, started by the first part that needs it."""
         if self._upload is None:
-            creating = Deferred.fromCoroutine(self._client.create_multipart(self._key, self._metadata))
-            self._upload = Shared(creating)
+            self._upload = Shared(Deferred.fromCoroutine(self._create()))
         return self._upload.wait()
+
+    async def _create(self) -> str:
+        """Start the multipart upload and note it in the journal (or abort it, if that fails)."""
+        upload_id = await self._client.create_multipart(self._key, self._metadata)
+        if self._journal is not None:
+            try:
+                await self._journal.record(self._key, upload_id)
+            except Exception as error:
+                # An upload that a crash could leave unnoticed is not begun.
+                _log.warn(
+                    "Could not note multipart upload {upload_id} of {key} in {journal} ({why}); aborting it",
+                    upload_id=upload_id,
+                    key=self._key,
+                    journal=self._journal,
+                    why=str(error),
+                )
+                await self._journal.abort(self._key, upload_id)
+                raise StorageUnavailable() from error
+        return upload_id
 
     # Flow control and failure
 
@@ -547,6 +874,8 @@ class S3Upload:
                 raise self._error
             upload_id = await self._upload.wait()
             await self._client.complete_multipart(self._key, upload_id, sorted(self._etags.items()))
+            if self._journal is not None:
+                await self._journal.forget(upload_id)
         except BaseException as error:
             await self._discard()
             if isinstance(error, FTPError | CancelledError):
@@ -575,6 +904,9 @@ class S3Upload:
         try:
             upload_id = await self._upload.wait()
         except Exception:
+            return
+        if self._journal is not None:
+            await self._journal.abort(self._key, upload_id)
             return
         try:
             await self._client.abort_multipart(self._key, upload_id)
@@ -605,6 +937,7 @@ class S3Storage:
         self._config = client.config
         self.prefix = prefix
         self._reactor = reactor
+        self._journal = journal_of(client, reactor)
         #: Objects up to this size are copied with one CopyObject; above, part by part.
         self.copy_limit = MAX_PART_SIZE
         #: The size of the parts of a multipart copy.
@@ -613,7 +946,16 @@ class S3Storage:
         self.list_page_size = 1000
 
     def _key(self, path: VirtualPath) -> str:
+        """The key of C{path}; names that exftp keeps for itself name nothing."""
+        if any(segment.startswith(RESERVED_PREFIX) for segment in path.segments):
+            raise FileNotFound()
         return self.prefix + "/".join(path.segments)
+
+    @staticmethod
+    def _creatable(path: VirtualPath) -> None:
+        """Refuse to make an entry under a name that exftp keeps for itself."""
+        if path.name.startswith(RESERVED_PREFIX):
+            raise InvalidPath()
 
     def _directory_prefix(self, path: VirtualPath) -> str:
         return self.prefix if path.is_root else self._key(path) + "/"
@@ -682,12 +1024,12 @@ class S3Storage:
             for found in page.objects:
                 seen = True
                 name = found.key[len(prefix) :]
-                if name and _valid_name(name):  # "" is this directory's own marker
+                if name and _valid_name(name) and not name.startswith(RESERVED_PREFIX):  # "": own marker
                     files[name] = _file_info(name, found)
             for common in page.prefixes:
                 seen = True
                 name = common[len(prefix) : -1]
-                if _valid_name(name):
+                if _valid_name(name) and not name.startswith(RESERVED_PREFIX):
                     directories[name] = _directory_info(name)
             token = page.next_token
             if token is None:
@@ -708,6 +1050,7 @@ class S3Storage:
     async def _make_directory(self, path: VirtualPath) -> None:
         if path.is_root:
             raise PermissionDenied("Cannot change the root directory.")
+        self._creatable(path)
         await self._require_directory(path.parent)
         key = self._key(path)
         if await self._client.head(key) is not None or await self._is_directory(path):
@@ -751,6 +1094,8 @@ class S3Storage:
     async def _rename(self, source: VirtualPath, destination: VirtualPath) -> None:
         if source.is_root or destination.is_root:
             raise PermissionDenied("Cannot rename the root directory.")
+        self._key(source)
+        self._creatable(destination)
         if destination.is_within(source):
             if destination == source:
                 await self._stat(source)
@@ -780,7 +1125,7 @@ class S3Storage:
             return
         if metadata is None:
             metadata = (await self._client.head(found.key) or found).metadata
-        copy = S3Upload(self._client, destination, metadata, self._config.part_size, 1)
+        copy = S3Upload(self._client, destination, metadata, self._config.part_size, 1, self._journal)
         copy.copy_from(found.key, found.size, found.etag, self.copy_part_size)
         await copy.finish()
 
@@ -860,7 +1205,14 @@ class S3Storage:
             raise await self._missing(path) from None
         if response is None:
             return StreamingReader(io.BytesIO().read, 0, self._reactor)
-        return _S3Reader(response, self._reactor, self._config.request_timeout)
+        key, etag = self._key(path), _etag(response)
+
+        async def resume(received: int) -> IResponse | None:
+            return await self._client.get_stream(key, offset + received, etag)
+
+        return _S3Reader(
+            response, self._reactor, self._config.request_timeout, resume if etag else None, self._config.retries
+        )
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
         return _run(self._open_write(path, mode, offset))
@@ -869,6 +1221,7 @@ class S3Storage:
         check_offset(offset)
         if path.is_root:
             raise PermissionDenied("Cannot write the root directory.")
+        self._creatable(path)
         await self._require_directory(path.parent)
         key = self._key(path)
         existing = await self._client.head(key)
@@ -881,7 +1234,7 @@ class S3Storage:
         part_size = self._config.part_size
         if padding > part_size:
             raise ParameterNotSupported("Restart offset is beyond the end of the file.")
-        upload = S3Upload(self._client, key, self._metadata, part_size, self._config.parts_in_flight)
+        upload = S3Upload(self._client, key, self._metadata, part_size, self._config.parts_in_flight, self._journal)
         if existing is not None and kept >= MIN_PART_SIZE:
             upload.copy_from(key, kept, existing.etag)
         elif existing is not None and kept:
@@ -891,7 +1244,7 @@ class S3Storage:
         return upload
 
 
-@implementer(IStorageFactory)
+@implementer(IStorageFactory, IStorageCleanup)
 class S3StorageFactory:
     """
     Gives each session an L{S3Storage} on one bucket, rooted at the
@@ -907,6 +1260,14 @@ class S3StorageFactory:
         botocore's standard chain, looked up in a thread.
     @param environ: the environment to read settings from; C{os.environ} when omitted.
     """
+
+    def __repr__(self) -> str:
+        return f"s3://{self.config.bucket}/{self.config.prefix}"
+
+    @property
+    def node(self) -> str:
+        """This server's node name (C{config.node})."""
+        return self.config.node
 
     def __init__(
         self,
@@ -952,8 +1313,19 @@ class S3StorageFactory:
             storage = S3Storage(self.client, storage._directory_prefix(root), self._reactor)
         return for_session(storage, session)
 
+    def clean_up(self, node: str | None, older_than: float | None) -> Deferred[CleanupReport]:
+        """
+        Abort the multipart uploads that crashed servers left open: those of
+        node C{node} and those started more than C{older_than} seconds ago,
+        as the upload journal lists them (see L{UploadJournal}).
+        """
+        client = self.client
+        return _run(journal_of(client, self._reactor).clean_up(node, older_than))
+
     def close(self) -> Deferred[None]:
         """Close the idle connections of the default HTTP client (at shutdown)."""
+        if self._client is not None:
+            journal_of(self._client, self._reactor).stop()
         if self._pool is None:
             return succeed(None)
         closing: Deferred[None] = self._pool.closeCachedConnections()
@@ -1001,6 +1373,7 @@ _SPEC_OPTIONS: dict[str, tuple[str, Callable[[str], object]]] = {
     "rename_limit": ("rename_limit", _integer),
     "max_connections": ("max_connections", _integer),
     "profile": ("profile", str),
+    "node": ("node", check_node),
 }
 _OPTION_NAME = re.compile(r"^[a-z_]+$")
 
@@ -1050,22 +1423,28 @@ def parse_spec(argument: str) -> dict[str, str]:
     return options
 
 
-def storage_factory_from_spec(argument: str, environ: Mapping[str, str] | None = None) -> S3StorageFactory:
+def storage_factory_from_spec(
+    argument: str, environ: Mapping[str, str] | None = None, node: str | None = None
+) -> S3StorageFactory:
     """
     Build an S3 storage factory from the text after C{--storage s3:}:
     C{bucket=NAME[:prefix=P][:region=R][:endpoint=URL][:addressing=path|virtual|auto]
     [:part_size=BYTES][:parts_in_flight=N][:timeout=SECONDS][:retries=N]
-    [:rename_limit=N][:max_connections=N][:profile=NAME]}.
+    [:rename_limit=N][:max_connections=N][:profile=NAME][:node=NAME]}.
 
     The endpoint, region and credentials otherwise come from the standard AWS
     environment variables and files, so C{AWS_ENDPOINT_URL_S3=http://127.0.0.1:9000
     twistd -n exftp --storage s3:bucket=b} works.
 
+    @param node: the server's node name (C{twistd exftp --node}), unless the
+        specification names one.
     @raise ValueError: with a message that names the problem.
     """
     options = parse_spec(argument)
     if not options.get("bucket"):
         raise ValueError("bucket=NAME is required, e.g. s3:bucket=my-bucket")
+    if node is not None and options.setdefault("node", node) != node:
+        raise ValueError(f"node={options['node']} differs from the server's node name {node}")
     fields: dict[str, Any] = {}
     for name, text in options.items():
         field_name, parse = _SPEC_OPTIONS[name]

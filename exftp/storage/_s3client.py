@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
-import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -41,6 +40,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
+from .._cleanup import check_node, default_node
 from ._s3signing import EMPTY_SHA256, CredentialSource, NoCredentials, payload_hash, sign
 
 _log = Logger(namespace="exftp.s3")
@@ -82,12 +82,6 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
-def default_node() -> str:
-    """This process's name in the metadata of the uploads it starts (for crash clean-up)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
-    return f"{name}:{os.getpid()}"
-
-
 @dataclass(frozen=True)
 class S3Config:
     """
@@ -114,8 +108,11 @@ class S3Config:
     @ivar rename_limit: the most objects a directory rename moves.
     @ivar max_connections: persistent connections kept open to the endpoint.
     @ivar profile: the AWS shared-config profile for credentials and region.
-    @ivar node: this process's name, stored as C{x-amz-meta-exftp-node} on
-        the objects and multipart uploads it creates.
+    @ivar node: this server's node name (1 to 64 of C{A-Za-z0-9._-}; the
+        host name by default), stored as C{x-amz-meta-exftp-node} on the
+        objects it creates and in the journal of its multipart uploads. It
+        must stay the same across restarts, and differ between servers that
+        share a bucket (see L{exftp._cleanup}).
     """
 
     bucket: str
@@ -153,6 +150,7 @@ class S3Config:
             raise ValueError("rename_limit must be at least 1")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        check_node(self.node)
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
@@ -420,6 +418,9 @@ class S3Client:
         #: Backoff base and ceiling, in seconds.
         self.backoff_base = 0.1
         self.backoff_cap = 5.0
+        #: Called after every request that S3 answered with success (the
+        #: upload journal retries its failed aborts then).
+        self.on_success: Callable[[], None] | None = None
 
     @staticmethod
     def _base_url(config: S3Config) -> tuple[str, str]:
@@ -477,7 +478,10 @@ class S3Client:
                 one = Deferred.fromCoroutine(
                     self._attempt(method, url, dict(headers or {}), body, digest, limit, stream, error_in_body)
                 )
-                return await one.addTimeout(self.config.request_timeout, self._reactor)
+                answer = await one.addTimeout(self.config.request_timeout, self._reactor)
+                if self.on_success is not None:
+                    self.on_success()
+                return answer
             except S3Error as error:
                 if not error.retryable or attempt >= self.config.retries:
                     raise
@@ -560,15 +564,19 @@ class S3Client:
             metadata,
         )
 
-    async def get_stream(self, key: str, offset: int = 0) -> IResponse | None:
+    async def get_stream(self, key: str, offset: int = 0, etag: str | None = None) -> IResponse | None:
         """
         Start downloading C{key} from byte C{offset}.
 
+        @param etag: the ETag the object must still have (to resume a download).
         @return: the response, whose body the caller reads or discards; or
             C{None} when C{offset} is at or past the end of the object.
-        @raise S3Error: with status 404 when there is no such object.
+        @raise S3Error: with status 404 when there is no such object, 412
+            when it no longer has C{etag}.
         """
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        if etag:
+            headers["If-Match"] = etag
         try:
             response, _ = await self.request(
                 "GET", key, query=[("response-content-encoding", "identity")], headers=headers, stream=True

@@ -241,6 +241,7 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             name: FTPServer(
                 tmp_path_factory.mktemp(f"node-{name}"),
                 "--trusted-proxy", BALANCER,
+                "--node", name,
                 "--storage", f"s3:bucket={bucket}:part_size=5MiB",
                 "--auth", AUTH,
                 "--passive-address", CLIENT if layout == 1 else "connected",
