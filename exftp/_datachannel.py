@@ -5,6 +5,7 @@ that carries file bytes between them and the storage.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import random
@@ -31,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._ascii import AsciiDecoder, AsciiEncoder
-from ._errors import DataConnectionFailed, FTPError
+from ._errors import DataConnectionFailed, FTPError, TransferAborted
 from ._interfaces import IWriteFile
 from ._proxy import IPNetwork, TrustedProxyFactory
 from ._replies import Reply
@@ -69,6 +70,7 @@ class DataConnection(Protocol):
         self._sink: IConsumer | None = None
         self._early: list[bytes] = []
         self._sending = False
+        self._sendfile: _SendfileWriter | None = None
         self._lost = False
 
     @property
@@ -138,7 +140,7 @@ class DataConnection(Protocol):
         # The writer takes the socket over: the transport must not also be
         # registered with the reactor (plain TCP needs no reads while sending).
         self.tcp.stopReading()
-        writer = _SendfileWriter(self.tcp.reactor, self.tcp.fileno(), file_fd, offset, on_write)
+        writer = self._sendfile = _SendfileWriter(self.tcp.reactor, self.tcp.fileno(), file_fd, offset, on_write)
         self.tcp.reactor.addWriter(writer)
         return writer.done
 
@@ -190,10 +192,16 @@ class DataConnection(Protocol):
 
     def abort(self) -> None:
         """Close at once, dropping what is unsent."""
+        if self._sendfile is not None:
+            # Off the reactor before the transport closes the socket (whose
+            # descriptor number may then be reused).
+            self._sendfile.stop(TransferAborted())
         if self.transport is not None and not self._lost:
             self.tcp.abortConnection()
 
 
+#: errno values of a send that failed because the client closed or reset the connection.
+_PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT, errno.ECONNABORTED})
 #: Bytes read from an upload's socket at a time.
 _RECEIVE_SIZE = 256 * 1024
 #: Bytes sent with sendfile in one writable event at most, so that one fast
@@ -229,6 +237,12 @@ class _SendfileWriter:
             self._active = False
             self._reactor.removeWriter(self)
 
+    def stop(self, reason: Exception) -> None:
+        """Stop sending now; the transfer fails with C{reason} unless it is done."""
+        self._stop()
+        if not self.done.called:
+            self.done.errback(Failure(reason))
+
     def doWrite(self) -> None:
         burst = 0
         while burst < _SENDFILE_BURST:
@@ -236,10 +250,12 @@ class _SendfileWriter:
                 count = os.sendfile(self._socket_fd, self._file_fd, self._offset, _SENDFILE_BURST)
             except BlockingIOError:
                 return None
-            except OSError:
+            except OSError as error:
                 self._stop()
                 if not self.done.called:
-                    self.done.errback(Failure())
+                    # The client went away: an aborted transfer, not a server error.
+                    gone = error.errno in _PEER_GONE
+                    self.done.errback(Failure(TransferAborted()) if gone else Failure())
                 return None
             if count == 0:
                 self._stop()
