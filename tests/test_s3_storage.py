@@ -348,6 +348,23 @@ class S3SemanticsTests(MotoMixin, TestCase):
         self.storage.list_page_size = 3
         assert await self.names() == sorted(expected)
 
+    async def test_list_pages_streams_one_listing_page_at_a_time(self) -> None:
+        from exftp._interfaces import IPagedListing
+
+        assert IPagedListing.providedBy(self.storage)
+        for index in range(10):
+            self.put(f"big/f{index:02d}", b"x")
+        self.storage.list_page_size = 4
+        pages = [[info.name for info in page] async for page in self.storage.list_pages(P("/big"))]
+        assert pages == [["f00", "f01", "f02", "f03"], ["f04", "f05", "f06", "f07"], ["f08", "f09"]]
+        try:
+            async for _page in self.storage.list_pages(P("/missing")):
+                pass
+        except FileNotFound:
+            pass
+        else:
+            raise AssertionError("listing a missing directory did not fail")
+
     async def test_listing_skips_keys_that_are_not_ftp_names(self) -> None:
         for key in ("odd//x", "dir/./y", "dir/fine"):
             self.put(key, b"x")

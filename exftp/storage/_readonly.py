@@ -8,14 +8,23 @@ C{w} store, C{M} change mode, C{T} change modification time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from .._errors import NotImplementedCommand, PermissionDenied
-from .._interfaces import FileInfo, IReadFile, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
+from .._interfaces import (
+    FileInfo,
+    IPagedListing,
+    IReadFile,
+    IStorage,
+    IStorageMetadata,
+    IWriteFile,
+    Session,
+    WriteMode,
+)
 from .._paths import VirtualPath
 
 #: Every permission letter.
@@ -47,6 +56,8 @@ class RestrictedStorage:
     def __init__(self, storage: IStorage, allowed: frozenset[str]) -> None:
         self._storage = storage
         self.allowed = allowed
+        if IPagedListing.providedBy(storage):
+            alsoProvides(self, IPagedListing)
 
     def allows(self, letter: str) -> bool:
         """Whether permission C{letter} is granted."""
@@ -62,6 +73,14 @@ class RestrictedStorage:
 
     def list(self, path: VirtualPath) -> Deferred[Sequence[FileInfo]]:
         return self._do("l", "list directories", self._storage.list, path)  # type: ignore[no-any-return]
+
+    async def list_pages(self, path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
+        """The wrapped storage's pages (when it lists page by page), if listing is allowed."""
+        if "l" not in self.allowed:
+            raise PermissionDenied("Permission denied: you may not list directories.")
+        pages: AsyncIterator[Sequence[FileInfo]] = self._storage.list_pages(path)  # type: ignore[attr-defined]
+        async for page in pages:
+            yield page
 
     def open_read(self, path: VirtualPath, offset: int) -> Deferred[IReadFile]:
         return self._do("r", "download", self._storage.open_read, path, offset)  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ import re
 import socket
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -64,6 +64,7 @@ from .._errors import (
 from .._interfaces import (
     FileInfo,
     FileKind,
+    IPagedListing,
     IReadFile,
     IStorage,
     IStorageFactory,
@@ -918,7 +919,7 @@ class S3Upload:
             )
 
 
-@implementer(IStorage, IStorageMetadata)
+@implementer(IStorage, IStorageMetadata, IPagedListing)
 class S3Storage:
     """
     The objects under one key prefix of a bucket, as a file tree.
@@ -1014,33 +1015,41 @@ class S3Storage:
         return _run(self._list(path))
 
     async def _list(self, path: VirtualPath) -> Sequence[FileInfo]:
+        entries = [info async for page in self.list_pages(path) for info in page]
+        entries.sort(key=lambda info: (info.name, info.kind is FileKind.FILE))
+        return entries
+
+    async def list_pages(self, path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
+        """
+        The directory's entries one ListObjectsV2 page at a time (in key
+        order), so that a directory of 100,000 objects is never held whole.
+        """
         prefix = self._directory_prefix(path)
-        files: dict[str, FileInfo] = {}
-        directories: dict[str, FileInfo] = {}
         seen = False
         token: str | None = None
         while True:
             page = await self._client.list_page(prefix, token=token, max_keys=self.list_page_size)
-            for found in page.objects:
-                seen = True
-                name = found.key[len(prefix) :]
-                if name and _valid_name(name) and not name.startswith(RESERVED_PREFIX):  # "": own marker
-                    files[name] = _file_info(name, found)
+            entries: list[FileInfo] = []
             for common in page.prefixes:
                 seen = True
                 name = common[len(prefix) : -1]
                 if _valid_name(name) and not name.startswith(RESERVED_PREFIX):
-                    directories[name] = _directory_info(name)
+                    entries.append(_directory_info(name))
+            for found in page.objects:
+                seen = True
+                name = found.key[len(prefix) :]
+                if name and _valid_name(name) and not name.startswith(RESERVED_PREFIX):  # "": own marker
+                    entries.append(_file_info(name, found))
+            if not seen and not path.is_root:
+                if await self._client.head(self._key(path)) is not None:
+                    raise NotADirectory()
+                raise await self._missing(path)
+            if entries:
+                entries.sort(key=lambda info: (info.name, info.kind is FileKind.FILE))
+                yield entries
             token = page.next_token
             if token is None:
-                break
-        if not seen and not path.is_root:
-            if await self._client.head(self._key(path)) is not None:
-                raise NotADirectory()
-            raise await self._missing(path)
-        entries = [*directories.values(), *files.values()]
-        entries.sort(key=lambda info: (info.name, info.kind is FileKind.FILE))
-        return entries
+                return
 
     # Changing the tree
 
