@@ -262,3 +262,28 @@ def test_bad_tls_options() -> None:
     assert "--tls-cert" in result.stderr + result.stdout
     result = run_twistd("exftp", "--require-tls")
     assert result.returncode != 0
+
+
+def test_certificate_reloaded_on_sighup(
+    start_server: Callable[..., FTPServer], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import signal
+
+    first = make_pki(tmp_path_factory.mktemp("first"))
+    second = make_pki(tmp_path_factory.mktemp("second"))
+    live = tmp_path_factory.mktemp("live")
+    cert, key = live / "cert.pem", live / "key.pem"
+    shutil.copy(first.server_cert, cert)
+    shutil.copy(first.server_key, key)
+    server = start_server("--auth", AUTH, "--tls-cert", str(cert), "--tls-key", str(key))
+    old_session = _tls_client(server, first)
+    shutil.copy(second.server_cert, cert)
+    shutil.copy(second.server_key, key)
+    start = server.log_position()
+    os.kill(server.process.pid, signal.SIGHUP)  # type: ignore[union-attr]
+    server.wait_for_log("TLS certificate reloaded", start=start)
+    assert old_session.sendcmd("NOOP").startswith("200")  # running sessions keep theirs
+    old_session.close()
+    _tls_client(server, second).close()  # new sessions get the new certificate
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _tls_client(server, first)
