@@ -287,3 +287,17 @@ def test_certificate_reloaded_on_sighup(
     _tls_client(server, second).close()  # new sessions get the new certificate
     with pytest.raises(ssl.SSLCertVerificationError):
         _tls_client(server, first)
+
+
+def test_active_mode_data_connection_is_tls(explicit: FTPServer, pki: PKIFiles) -> None:
+    client = _tls_client(explicit, pki)
+    try:
+        client.prot_p()
+        client.set_pasv(False)  # PORT: the server connects out, and is still the TLS server
+        received = io.BytesIO()
+        client.retrbinary("RETR data.bin", received.write)
+        assert received.getvalue() == PAYLOAD
+        client.storbinary("STOR active-tls.bin", io.BytesIO(PAYLOAD[:5000]))
+        assert (explicit.root / "active-tls.bin").read_bytes() == PAYLOAD[:5000]
+    finally:
+        client.close()
