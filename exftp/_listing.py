@@ -111,13 +111,19 @@ _MLSX_TYPES = {FileKind.FILE: "file", FileKind.DIRECTORY: "dir", FileKind.SYMLIN
 
 
 def mlsx_line(
-    info: FileInfo, facts: Iterable[str], writable: bool, kind: str | None = None, name: str | None = None
+    info: FileInfo,
+    facts: Iterable[str],
+    writable: bool | frozenset[str],
+    kind: str | None = None,
+    name: str | None = None,
 ) -> str:
     """
     One RFC 3659 entry: C{fact=value;...; name}, without its line ending.
 
     @param facts: which of L{MLSX_FACTS} to include.
-    @param writable: whether the user may change the entry (the C{perm} fact).
+    @param writable: what the user may do, for the C{perm} fact: C{True}
+        everything, C{False} read only, or a set of pyftpdlib permission
+        letters (C{elradfmwMT}).
     @param kind: a C{type} value that overrides the entry's own (C{cdir}, C{pdir}).
     @param name: the name to show instead of C{info.name} (e.g. a full path for MLST).
     """
@@ -130,8 +136,7 @@ def mlsx_line(
     if "modify" in wanted:
         values.append(("modify", format_mdtm(info.mtime)))
     if "perm" in wanted:
-        perms = ("elcdfmp", "el") if info.is_directory else ("radfw", "r")
-        values.append(("perm", perms[0] if writable else perms[1]))
+        values.append(("perm", _perm_fact(info.is_directory, writable)))
     if "unique" in wanted and info.unique and _fact_value(info.unique):
         values.append(("unique", info.unique))
     if "unix.mode" in wanted:
@@ -144,7 +149,22 @@ def _fact_value(text: str) -> bool:
     return text.isprintable() and not set("; =").intersection(text)
 
 
-def format_mlsx_entries(entries: Iterable[FileInfo], facts: Iterable[str], writable: bool) -> bytes:
+#: RFC 3659 perm letters and the session permission (pyftpdlib letter) each needs.
+_FILE_PERMS = (("r", "r"), ("a", "a"), ("d", "d"), ("f", "f"), ("w", "w"))
+_DIRECTORY_PERMS = (("e", "e"), ("l", "l"), ("c", "w"), ("d", "d"), ("f", "f"), ("m", "m"), ("p", "d"))
+_EVERYTHING = frozenset("elradfmwMT")
+_READ_ONLY = frozenset("elr")
+
+
+def _perm_fact(directory: bool, writable: bool | frozenset[str] | frozenset[str]) -> str:
+    """The C{perm} fact of an entry for a user with these permissions."""
+    if isinstance(writable, bool):
+        writable = _EVERYTHING if writable else _READ_ONLY
+    table = _DIRECTORY_PERMS if directory else _FILE_PERMS
+    return "".join(fact for fact, needed in table if needed in writable)
+
+
+def format_mlsx_entries(entries: Iterable[FileInfo], facts: Iterable[str], writable: bool | frozenset[str]) -> bytes:
     """MLSD lines for C{entries} (one page of a listing)."""
     facts = tuple(facts)
     lines = (mlsx_line(e, facts, writable) + "\r\n" for e in entries if _safe(e.name))
@@ -152,7 +172,11 @@ def format_mlsx_entries(entries: Iterable[FileInfo], facts: Iterable[str], writa
 
 
 def format_mlsd(
-    directory: FileInfo, parent: FileInfo | None, entries: Iterable[FileInfo], facts: Iterable[str], writable: bool
+    directory: FileInfo,
+    parent: FileInfo | None,
+    entries: Iterable[FileInfo],
+    facts: Iterable[str],
+    writable: bool | frozenset[str],
 ) -> bytes:
     """A whole MLSD reply body: the directory itself (cdir), its parent (pdir), then its entries."""
     facts = tuple(facts)

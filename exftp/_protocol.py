@@ -1239,8 +1239,12 @@ async def _nlst(proto: FTPProtocol, argument: str) -> None:
     await _send_listing(proto, argument, _listing.format_nlst, "file list")
 
 
-def _writable(proto: FTPProtocol) -> bool:
-    return proto.session is not None and not proto.session.read_only
+def _writable(proto: FTPProtocol) -> bool | frozenset[str]:
+    """What the session may do, for the MLSx C{perm} fact."""
+    session = proto.session
+    if session is None or session.read_only:
+        return False
+    return session.permissions if session.permissions is not None else True
 
 
 @command("MLSD")

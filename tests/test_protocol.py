@@ -913,6 +913,13 @@ class PermissionTests(SynchronousTestCase):
             self.assertEqual(reply[0][:4], "550 ", line)
         self.assertEqual(client.storage.read_file("/in/a.txt"), b"secret")
 
+    def test_mlst_perm_fact_follows_permissions(self) -> None:
+        client = _Client()
+        client.storage.add_file("/in/a.txt", b"x")
+        client.login("dropbox", "pw")
+        self.assertIn("perm=w;", client.send("MLST in/a.txt")[1])
+        self.assertIn("perm=ec;", client.send("MLST in")[1])
+
     def test_no_cwd_without_e(self) -> None:
         client = _Client()
         client.storage.add_file("/in/a.txt", b"x")
