@@ -15,7 +15,7 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import error as internet_error
 from twisted.internet import tcp
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import (
     IAddress,
@@ -417,10 +417,7 @@ class PassiveChannel(DataChannel):
     def _expire(self) -> None:
         self._timer = None
         self._failed = DataConnectionFailed("Data connection timed out.")
-        self._stop_listening()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(self._failed)
+        self.close()
 
     def _stop_listening(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -442,7 +439,7 @@ class PassiveChannel(DataChannel):
         if self._connection is not None:
             return succeed(self._connection)
         if self._failed is not None:
-            return Deferred.fromCoroutine(_raise(self._failed))
+            return fail(self._failed)
         waiter: Deferred[DataConnection] = Deferred()
         self._waiters.append(waiter)
         return waiter
@@ -455,10 +452,6 @@ class PassiveChannel(DataChannel):
             waiter.errback(self._failed)
         if self._connection is not None:
             self._connection.abort()
-
-
-async def _raise(error: Exception) -> DataConnection:
-    raise error
 
 
 class ActiveChannel(DataChannel):

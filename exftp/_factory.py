@@ -147,7 +147,7 @@ class FTPFactory(ServerFactory):
     def release(self, session: FTPProtocol) -> None:
         """Forget a control connection that L{admit} registered."""
         if session in self.sessions:
-            self.sessions.discard(session)
+            self.sessions.remove(session)
             address = session.peer_host or ""
             self._per_address[address] -= 1
             if self._per_address[address] <= 0:
@@ -207,5 +207,11 @@ class FTPFactory(ServerFactory):
                         session.shutdown()
 
             timer = self.reactor.callLater(grace, force)
-            closed.addBoth(lambda result: (timer.cancel() if timer.active() else None, result)[1])
+
+            def cancel_force(result: Any) -> Any:
+                if timer.active():
+                    timer.cancel()
+                return result
+
+            closed.addBoth(cancel_force)
         return closed

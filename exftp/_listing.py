@@ -127,7 +127,7 @@ def mlsx_line(
     @param kind: a C{type} value that overrides the entry's own (C{cdir}, C{pdir}).
     @param name: the name to show instead of C{info.name} (e.g. a full path for MLST).
     """
-    wanted = set(facts)
+    wanted = facts if isinstance(facts, frozenset) else frozenset(facts)
     values: list[tuple[str, str]] = []
     if "type" in wanted:
         values.append(("type", kind or _MLSX_TYPES[info.kind]))
@@ -144,9 +144,12 @@ def mlsx_line(
     return "".join(f"{fact}={value};" for fact, value in values) + " " + (info.name if name is None else name)
 
 
+_FACT_SEPARATORS = frozenset("; =")
+
+
 def _fact_value(text: str) -> bool:
     """Whether C{text} can be a fact's value: printable, without the separators C{;}, C{=} or a space."""
-    return text.isprintable() and not set("; =").intersection(text)
+    return text.isprintable() and not _FACT_SEPARATORS.intersection(text)
 
 
 #: RFC 3659 perm letters and the session permission (pyftpdlib letter) each needs.
@@ -156,7 +159,7 @@ _EVERYTHING = frozenset("elradfmwMT")
 _READ_ONLY = frozenset("elr")
 
 
-def _perm_fact(directory: bool, writable: bool | frozenset[str] | frozenset[str]) -> str:
+def _perm_fact(directory: bool, writable: bool | frozenset[str]) -> str:
     """The C{perm} fact of an entry for a user with these permissions."""
     if isinstance(writable, bool):
         writable = _EVERYTHING if writable else _READ_ONLY
@@ -166,7 +169,7 @@ def _perm_fact(directory: bool, writable: bool | frozenset[str] | frozenset[str]
 
 def format_mlsx_entries(entries: Iterable[FileInfo], facts: Iterable[str], writable: bool | frozenset[str]) -> bytes:
     """MLSD lines for C{entries} (one page of a listing)."""
-    facts = tuple(facts)
+    facts = frozenset(facts)
     lines = (mlsx_line(e, facts, writable) + "\r\n" for e in entries if _safe(e.name))
     return "".join(lines).encode("utf-8", "replace")
 
@@ -179,7 +182,7 @@ def format_mlsd(
     writable: bool | frozenset[str],
 ) -> bytes:
     """A whole MLSD reply body: the directory itself (cdir), its parent (pdir), then its entries."""
-    facts = tuple(facts)
+    facts = frozenset(facts)
     lines = [mlsx_line(directory, facts, writable, "cdir", ".")]
     if parent is not None:
         lines.append(mlsx_line(parent, facts, writable, "pdir", ".."))

@@ -114,6 +114,12 @@ class _Transfer:
         """Note that C{size} more bytes moved."""
         self.bytes += size
 
+    def abort(self, stalled: bool = False) -> None:
+        """Stop the transfer: its command then replies with L{aborted_error}."""
+        self.stalled = self.stalled or stalled
+        self.aborted = True
+        self.channel.close()
+
     def aborted_error(self) -> TransferAborted:
         """The error that reports this transfer's end."""
         if self.stalled:
@@ -142,7 +148,6 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self.login_failures = 0
         self.mlst_facts = _ALL_MLST_FACTS
         self.hash_name = "SHA-256"
-        self.client_name: str | None = None
         #: Whether the control connection is TLS (AUTH TLS or implicit FTPS).
         self.secure = False
         self.pbsz_done = False
@@ -213,10 +218,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             self.emit(Action.LOGOUT, True, Reply.CLOSING_CONTROL_CONNECTION)
         self.factory.release(self)
         self._queue.clear()
-        if self._transfer is not None:
-            self._transfer.aborted = True
-            self._transfer.channel.close()
-        self._close_channel()
+        self._drop_data()
         running = self._running
         if running is not None and not running.called:
             running.cancel()
@@ -246,10 +248,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
 
     def _close_control(self) -> None:
         self._control_closing = True
-        if self._transfer is not None:
-            self._transfer.aborted = True
-            self._transfer.channel.close()
-        self._close_channel()
+        self._drop_data()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -401,9 +400,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         """Call a storage or authenticator method, turning unexpected errors into 451."""
         try:
             return await maybeDeferred(method, *args)
-        except FTPError:
-            raise
-        except CancelledError:
+        except (FTPError, CancelledError):
             raise
         except Exception as error:
             raise _Unexpected() from error
@@ -412,6 +409,12 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
+
+    def _drop_data(self) -> None:
+        """Abort the running transfer, if any, and release the prepared data channel."""
+        if self._transfer is not None:
+            self._transfer.abort()
+        self._close_channel()
 
     def data_protection(self) -> dict[str, Any]:
         """The TLS arguments for a new data channel: protected when PROT P is in force."""
@@ -509,8 +512,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         def check() -> None:
             if transfer.bytes == seen[0]:
                 _log.info("Transfer for {peer} stalled; aborting it", peer=self.peer_host)
-                transfer.stalled = transfer.aborted = True
-                transfer.channel.close()
+                transfer.abort(stalled=True)
             seen[0] = transfer.bytes
 
         watchdog = LoopingCall(check)
@@ -600,7 +602,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             opening = opening or f"Opening {mode} mode data connection for {description}."
             async with self._transferring(channel, opening, Action.UPLOAD, description) as transfer:
                 connection = await self._connect(channel)
-                clean = await connection.receive(_CountingWriteFile(upload, transfer))
+                clean = await connection.receive(CountingConsumer(upload, transfer.count))
                 # A client that dies closes both connections at once: let the
                 # control connection's loss be noticed before committing, so
                 # a killed client's partial upload is not taken as complete.
@@ -627,8 +629,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         transfer = self._transfer
         if transfer is None:
             return False
-        transfer.aborted = True
-        transfer.channel.close()
+        transfer.abort()
         if self._running is not None:
             waiter: Deferred[None] = Deferred()
             self._after_command.append(waiter)
@@ -640,25 +641,6 @@ def _cancel_unless_done(clean: bool, work: Deferred[Any]) -> bool:
     if not work.called:
         work.cancel()
     return clean
-
-
-@implementer(IConsumer)
-class _CountingWriteFile:
-    """Counts bytes written to an upload, for the transfer log."""
-
-    def __init__(self, upload: IWriteFile, transfer: _Transfer) -> None:
-        self._upload = upload
-        self._transfer = transfer
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self._upload.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._upload.unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        self._transfer.count(len(data))
-        self._upload.write(data)
 
 
 # Access control
@@ -868,7 +850,6 @@ async def _ccc(proto: FTPProtocol, argument: str) -> None:
 
 @command("CLNT")
 async def _clnt(proto: FTPProtocol, argument: str) -> None:
-    proto.client_name = argument.strip()[:100]
     proto.reply(Reply.COMMAND_OK, "Noted.")
 
 
