@@ -284,11 +284,9 @@ class WebhookHook(HTTPUser):
         self.timeout = timeout
         self._client = client
         self._reactor = reactor
-        self._pool = None
 
     def __repr__(self) -> str:
         return f"<WebhookHook {redacted(self.url)}>"
-
 
     def __call__(self, event: FTPEvent) -> Deferred[None]:
         posting = Deferred.fromCoroutine(self._post(event))

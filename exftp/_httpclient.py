@@ -129,7 +129,6 @@ def no_cookies() -> IndexableCookieJar:
     return IndexableCookieJar(policy)
 
 
-
 class LazyReactor:
     """Uses the reactor it was given, or the global one, looked up on first use."""
 

@@ -25,7 +25,7 @@ from twisted.python.logfile import LogFile
 from twisted.web.server import Site
 
 from ._cleanup import DEFAULT_MAX_AGE, CleanupService, check_node, clean_up_now, default_node
-from ._config import Setting, load_config, settings_of
+from ._config import INTEGER, NUMBER, Setting, load_config, settings_of
 from ._defender import Defender
 from ._events import Action
 from ._factory import FTPFactory
@@ -116,9 +116,10 @@ def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> I
         return authenticator
     except strcred.InvalidAuthArgumentString as error:
         raise usage.UsageError(f"--auth {spec}: {error}") from None
-    if IUsernamePassword not in checker.credentialInterfaces:
-        raise usage.UsageError(f"--auth {spec}: this checker does not check user names and passwords")
-    return CredentialsCheckerAuthenticator(checker)
+    try:
+        return CredentialsCheckerAuthenticator(checker)
+    except ValueError:
+        raise usage.UsageError(f"--auth {spec}: this checker does not check user names and passwords") from None
 
 
 def make_storage_factory(spec: str, node: str | None = None) -> IStorageFactory:
@@ -166,24 +167,8 @@ def parse_port_range(text: str) -> range:
     return range(first, last + 1)
 
 
-#: Numeric options that must be 0 or more.
-_NON_NEGATIVE = (
-    "cleanup-age",
-    "idle-timeout",
-    "data-timeout",
-    "login-failure-delay",
-    "max-login-failures",
-    "login-timeout",
-    "shutdown-grace",
-    "stalled-timeout",
-    "max-sessions",
-    "max-sessions-per-ip",
-    "max-passive-listeners",
-    "ban-threshold",
-    "ban-window",
-    "ban-time",
-    "hook-retries",
-)
+#: Numeric options that must be more than 0; every other numeric option must be 0 or more.
+_POSITIVE = ("hook-timeout", "hook-queue")
 
 
 class _ParseOnly:
@@ -278,18 +263,14 @@ _EXTRA_SETTINGS = {
     "trusted_proxy": Setting("trusted_proxies", "texts"),
 }
 
-#: The options a command-line option overrides when a configuration file also sets them.
+#: Command-line options that override other configuration settings than their own (or none).
 _OVERRIDES = {
-    "port": {"ports"},
     "root": {"root", "storage"},
     "storage": {"root", "storage"},
     "auth": {"auth", "auth_options"},
     "auth-option": set(),
     "tls-cert": {"tls-cert", "tls-key"},
     "tls-key": {"tls-cert", "tls-key"},
-    "hook": {"hooks"},
-    "webhook": {"webhooks"},
-    "trusted-proxy": {"trusted_proxies"},
 }
 
 
@@ -374,10 +355,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """Apply the configuration file and the environment, then the command line over them."""
         arguments = list(sys.argv[1:] if options is None else options)
         given = self._command_line_names(arguments)
-        values = load_config(given.get("config"), settings_of(Options, _EXTRA_SETTINGS), self.environ)
+        settings = settings_of(Options, _EXTRA_SETTINGS)
+        values = load_config(given.get("config"), settings, self.environ)
         overridden: set[str] = set()
         for name in given:
-            overridden |= _OVERRIDES.get(name, {name})
+            setting = settings.get(name.replace("-", "_"))
+            overridden |= _OVERRIDES.get(name, {name if setting is None else setting.option})
         for key, value in values.items():
             if key not in overridden:
                 self[key] = value
@@ -392,8 +375,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         names: dict[str, str] = {}
         for option, value in found:
             name = option.lstrip("-")
-            name = self.synonyms.get(name, self.synonyms.get(name.replace("-", "_"), name))
-            names[name] = value
+            names[self.synonyms.get(name, name)] = value
         return names
 
     # Options handled by methods
@@ -512,7 +494,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     def _check_operations(self) -> None:
         """Check the hooks, the transfer log, the metrics endpoint and the log format."""
-        for name in ("hook-timeout", "hook-queue"):
+        for name in _POSITIVE:
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} {self[name]}: must be more than 0")
         self["hook_actions"] = parse_actions(self["hook-events"]) if self["hook-events"] is not None else None
@@ -555,6 +537,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if logfile == "-" or (not logfile and (self._twistd_option("nodaemon") or not hasattr(self, "parent"))):
             return sys.stdout
         return LogFile.fromFullPath(logfile or "twistd.log")  # type: ignore[no-any-return]
+
+
+#: Numeric options that must be 0 or more.
+_NON_NEGATIVE = tuple(
+    setting.option
+    for setting in settings_of(Options).values()
+    if setting.kind in (INTEGER, NUMBER) and setting.option not in _POSITIVE
+)
 
 
 class _ServerService(service.MultiService):

@@ -30,12 +30,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ._events import Action, FTPEvent
+from .auth._simple import ANONYMOUS_NAMES
 
 __all__ = ["TransferLog", "xferlog_line"]
 
 _log = Logger(namespace="exftp.xferlog")
 _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
-_ANONYMOUS = frozenset({"anonymous", "ftp"})
 _DIRECTIONS = {Action.UPLOAD: "i", Action.DOWNLOAD: "o"}
 
 
@@ -64,7 +64,7 @@ def xferlog_line(event: FTPEvent, localtime: Callable[[float], time.struct_time]
         "b" if event.binary else "a",
         "_",
         direction,
-        "a" if username.lower() in _ANONYMOUS else "r",
+        "a" if username.lower() in ANONYMOUS_NAMES else "r",
         _field(username, "*"),
         "ftp",
         "0",

@@ -167,6 +167,8 @@ class _HTTPAuthenticator(HTTPUser):
 
     #: The name of the kind in C{--auth KIND:URL} and in logs.
     kind: ClassVar[str] = ""
+    #: The C{--auth-option} keys this kind takes beyond the common ones.
+    extra_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -199,11 +201,9 @@ class _HTTPAuthenticator(HTTPUser):
         self.max_body = max_body
         self._client = client
         self._reactor = reactor
-        self._pool = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {redacted(self.login_url)}>"
-
 
     # IAuthenticator
 
@@ -571,6 +571,7 @@ class WebhookAuthenticator(_HTTPAuthenticator):
     """
 
     kind = "webhook"
+    extra_options = frozenset({"password_hash_type"})
 
     def __init__(self, login_url: str, *, password_hash_type: str = "sha256", **options: Any) -> None:
         super().__init__(login_url, **options)
@@ -665,7 +666,7 @@ def authenticator_from_spec(
     cls = HTTP_AUTHENTICATORS.get(kind)
     if cls is None:
         raise ValueError(f"unknown HTTP authenticator {kind!r}; use one of {', '.join(HTTP_AUTHENTICATORS)}")
-    allowed = _COMMON_OPTIONS | ({"password_hash_type"} if cls is WebhookAuthenticator else set())
+    allowed = _COMMON_OPTIONS | cls.extra_options
     unknown = sorted(set(options) - allowed)
     if unknown:
         hint = " (login_url is the URL after KIND:)" if "login_url" in unknown else ""
