@@ -56,6 +56,7 @@ from .._errors import (
     QuotaExceeded,
     StorageUnavailable,
 )
+from .._httpclient import LazyReactor
 from .._interfaces import (
     FileInfo,
     FileKind,
@@ -574,17 +575,14 @@ class FileStorage:
         return local
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
-        try:
-            check_offset(offset)
-            target = self._write_target(path)
-        except OSError as error:
-            return fail(storage_error(error))
-        except FTPError as error:
-            return fail(error)
-        return Deferred.fromCoroutine(self._open_write(target, mode, offset))
+        return self._write_target(path, offset).addCallback(
+            lambda target: Deferred.fromCoroutine(self._open_write(target, mode, offset))
+        )
 
-    def _write_target(self, path: VirtualPath) -> str:
+    @_deferred
+    def _write_target(self, path: VirtualPath, offset: int) -> str:
         """The local file an upload to C{path} replaces; a link inside the root is followed."""
+        check_offset(offset)
         target = self._checked_new(path, creating=True)
         if os.path.islink(target):
             target = os.path.realpath(target)
@@ -696,7 +694,7 @@ def _prepare(fd: int, target: str, mode: WriteMode, offset: int) -> None:
 
 
 @implementer(IStorageFactory, IStorageCleanup)
-class FileStorageFactory:
+class FileStorageFactory(LazyReactor):
     """
     Gives each session a L{FileStorage} on C{root}, narrowed to the session's
     own root directory when the authenticator names one.
@@ -712,12 +710,16 @@ class FileStorageFactory:
         self._reactor = reactor
         self.node = default_node() if node is None else check_node(node)
         self.sweep_limit = SWEEP_LIMIT
+        self._whole: FileStorage | None = None
 
     def __repr__(self) -> str:
         return f"file:{self.root}"
 
     def storage_for(self, session: Session) -> Deferred[IStorage]:
-        base = FileStorage(self.root, self._reactor, self.node)
+        if self._whole is None:
+            # One for every session: it holds nothing of a session's own.
+            self._whole = FileStorage(self.root, self.reactor, self.node)
+        base = self._whole
         if session.root is not None and not session.root.is_root:
             try:
                 local = base._checked(session.root)
@@ -725,7 +727,7 @@ class FileStorageFactory:
                 return fail(error)
             if not os.path.isdir(local):
                 return fail(FileNotFound("Home directory does not exist."))
-            base = FileStorage(local, self._reactor, self.node)
+            base = FileStorage(local, self.reactor, self.node)
         return succeed(for_session(base, session))
 
     def clean_up(self, node: str | None, older_than: float | None) -> Deferred[CleanupReport]:
@@ -737,9 +739,7 @@ class FileStorageFactory:
         The tree is walked in a worker thread, without following links, at
         most L{sweep_limit} entries; cancelling stops the walk.
         """
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor as reactor
+        reactor: Any = self.reactor
         stopping = threading.Event()
         walk = deferToThreadPool(
             reactor, reactor.getThreadPool(), sweep, self.root, node, older_than, stopping, self.sweep_limit

@@ -61,6 +61,7 @@ from .._errors import (
     StorageUnavailable,
     TransferAborted,
 )
+from .._httpclient import LazyReactor
 from .._interfaces import (
     FileInfo,
     FileKind,
@@ -469,6 +470,7 @@ class UploadJournal:
         self._reactor = reactor
         self.root = client.config.prefix + JOURNAL_FOLDER
         self.node = client.config.node
+        self._host = socket.gethostname()
         self._leftovers: dict[str, str] = {}
         self._timer: IDelayedCall | None = None
         self._retrying = False
@@ -495,7 +497,7 @@ class UploadJournal:
             "node": self.node,
             "pid": os.getpid(),
             "boot": BOOT,
-            "host": socket.gethostname(),
+            "host": self._host,
         }
         await self._client.put(self._entry(upload_id), json.dumps(body).encode("utf-8"))
 
@@ -973,11 +975,14 @@ class S3Storage:
         return bool(page.objects or page.prefixes)
 
     async def _require_directory(self, path: VirtualPath) -> None:
-        if await self._is_directory(path):
-            return
+        if not await self._is_directory(path):
+            raise await self._not_a_directory(path)
+
+    async def _not_a_directory(self, path: VirtualPath) -> FTPError:
+        """Why C{path}, which is no directory, cannot be used as one: it is a file, or see L{_missing}."""
         if await self._client.head(self._key(path)) is not None:
-            raise NotADirectory()
-        raise await self._missing(path)
+            return NotADirectory()
+        return await self._missing(path)
 
     async def _missing(self, path: VirtualPath) -> FTPError:
         """Why C{path} names nothing: a file on the way (L{NotADirectory}) or nothing there."""
@@ -1041,9 +1046,7 @@ class S3Storage:
                 if name and _valid_name(name) and not name.startswith(RESERVED_PREFIX):  # "": own marker
                     entries.append(_file_info(name, found))
             if not seen and not path.is_root:
-                if await self._client.head(self._key(path)) is not None:
-                    raise NotADirectory()
-                raise await self._missing(path)
+                raise await self._not_a_directory(path)
             if entries:
                 entries.sort(key=lambda info: (info.name, info.kind is FileKind.FILE))
                 yield entries
@@ -1075,9 +1078,7 @@ class S3Storage:
         marker = self._key(path) + "/"
         page = await self._client.list_page(marker, delimiter=None, max_keys=2)
         if not page.objects:
-            if await self._client.head(self._key(path)) is not None:
-                raise NotADirectory()
-            raise await self._missing(path)
+            raise await self._not_a_directory(path)
         if any(found.key != marker for found in page.objects):
             raise DirectoryNotEmpty()
         await self._keep_directory(path.parent)
@@ -1254,7 +1255,7 @@ class S3Storage:
 
 
 @implementer(IStorageFactory, IStorageCleanup)
-class S3StorageFactory:
+class S3StorageFactory(LazyReactor):
     """
     Gives each session an L{S3Storage} on one bucket, rooted at the
     configured prefix, narrowed to the session's root when the authenticator
@@ -1298,11 +1299,7 @@ class S3StorageFactory:
     def client(self) -> S3Client:
         """The bucket's client, made on first use."""
         if self._client is None:
-            reactor = self._reactor
-            if reactor is None:
-                from twisted.internet import reactor as _reactor
-
-                reactor = self._reactor = _reactor
+            reactor = self.reactor
             http = self._http
             if http is None:
                 http, self._pool = default_http_client(reactor, self.config)
@@ -1314,12 +1311,12 @@ class S3StorageFactory:
         return _run(self._storage_for(session))
 
     async def _storage_for(self, session: Session) -> IStorage:
-        storage = S3Storage(self.client, self.config.prefix, self._reactor)
+        storage = S3Storage(self.client, self.config.prefix, self.reactor)
         root = session.root
         if root is not None and not root.is_root:
             if not await storage._is_directory(root):
                 raise FileNotFound("Home directory does not exist.")
-            storage = S3Storage(self.client, storage._directory_prefix(root), self._reactor)
+            storage = S3Storage(self.client, storage._directory_prefix(root), self.reactor)
         return for_session(storage, session)
 
     def clean_up(self, node: str | None, older_than: float | None) -> Deferred[CleanupReport]:
@@ -1328,13 +1325,12 @@ class S3StorageFactory:
         node C{node} and those started more than C{older_than} seconds ago,
         as the upload journal lists them (see L{UploadJournal}).
         """
-        client = self.client
-        return _run(journal_of(client, self._reactor).clean_up(node, older_than))
+        return _run(journal_of(self.client, self.reactor).clean_up(node, older_than))
 
     def close(self) -> Deferred[None]:
         """Close the idle connections of the default HTTP client (at shutdown)."""
         if self._client is not None:
-            journal_of(self._client, self._reactor).stop()
+            journal_of(self._client, self.reactor).stop()
         if self._pool is None:
             return succeed(None)
         closing: Deferred[None] = self._pool.closeCachedConnections()

@@ -26,21 +26,19 @@ from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web._newclient import RequestNotSent
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
     PartialDownloadError,
     RequestTransmissionFailed,
-    ResponseDone,
     ResponseFailed,
 )
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from .._cleanup import check_node, default_node
+from .._httpclient import read_body
 from ._s3signing import EMPTY_SHA256, CredentialSource, NoCredentials, payload_hash, sign
 
 _log = Logger(namespace="exftp.s3")
@@ -227,10 +225,6 @@ class S3Unreachable(Exception):
     """The endpoint could not be reached, or kept failing, after every retry."""
 
 
-class BodyTooLarge(Exception):
-    """An answer was bigger than this client reads."""
-
-
 @implementer(IBodyProducer)
 class _Body:
     """
@@ -281,50 +275,6 @@ class _Body:
         # The Deferred of startProducing must then never fire.
         self._stopped = True
         self._release()
-
-
-class _Collector(Protocol):
-    """Reads a response body up to a limit."""
-
-    def __init__(self, limit: int, done: Deferred[bytes]) -> None:
-        self._limit = limit
-        self._done = done
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._done.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._chunks.clear()
-            self._done.errback(BodyTooLarge(f"response body larger than {self._limit} bytes"))
-            self.transport.stopProducing()  # type: ignore[union-attr]
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
-        if self._done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._chunks))
-        else:
-            self._done.errback(reason)
-
-
-def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
-    """Read a whole response body, failing with L{BodyTooLarge} beyond C{limit} bytes."""
-    collector: _Collector | None = None
-
-    def cancel(_: Deferred[bytes]) -> None:
-        transport: Any = collector.transport if collector is not None else None
-        if transport is not None:
-            transport.stopProducing()
-
-    done: Deferred[bytes] = Deferred(cancel)
-    collector = _Collector(limit, done)
-    response.deliverBody(collector)
-    return done
 
 
 def discard_body(response: IResponse) -> None:

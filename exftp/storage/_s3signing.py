@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
-from botocore.credentials import Credentials, RefreshableCredentials  # type: ignore[import-untyped]
+from botocore.credentials import RefreshableCredentials  # type: ignore[import-untyped]
 from botocore.session import Session as BotocoreSession  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -131,11 +131,6 @@ class CredentialSource:
         self._profile = profile
         self._resolving: Shared[Any] | None = None
         self._refreshing: Shared[Any] | None = None
-
-    @classmethod
-    def static(cls, reactor: Any, access_key: str, secret_key: str, token: str | None = None) -> CredentialSource:
-        """Fixed keys."""
-        return cls(reactor, Credentials(access_key, secret_key, token))
 
     def _run(self, function: Callable[[], _T]) -> Deferred[_T]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function)
