@@ -269,9 +269,8 @@ class _SendfileWriter:
         return None
 
     def connectionLost(self, reason: Failure) -> None:
-        self._stop()
-        if not self.done.called:
-            self.done.errback(reason)
+        # The reactor saw the socket hang up or fail: the client is gone.
+        self.stop(TransferAborted())
 
 
 def unmapped(host: str | None) -> str | None:
