@@ -162,24 +162,28 @@ def _out_of_time(ctx: Context, metric: Metric) -> bool:
     return True
 
 
+def _each_round(ctx: Context, metric: Metric, servers: dict[str, Server]) -> Iterator[tuple[int, str, Server]]:
+    """Each round until the run's time limit (noted on C{metric}), each started server in that round's order."""
+    for round_number in range(ctx.rounds):
+        if _out_of_time(ctx, metric):
+            return
+        for name in ctx.order(round_number):
+            if name in servers:
+                yield round_number, name, servers[name]
+
+
 def retr(ctx: Context) -> list[Metric]:
     size = ctx.sizes.big
     metric = Metric("retr", f"1. RETR {size // MiB} MiB, one curl client", "MB/s", "higher")
     with running(ctx, "retr") as servers:
-        for round_number in range(ctx.rounds):
-            if _out_of_time(ctx, metric):
-                break
-            for name in ctx.order(round_number):
-                if name not in servers:
-                    continue
-                server = servers[name]
-                timeout = max(60.0, size / (20 * MB))
-                arguments = ["-o", "/dev/null", server.url("big.bin")]
-                result, cpu = _measured(server, lambda a=arguments, t=timeout: _clients.curl(a, t))
-                if result.error or result.downloaded != size:
-                    metric.notes.append(f"{name}: RETR failed ({result.error or f'{result.downloaded} bytes'})")
-                    continue
-                metric.add(name, size / MB / result.transfer_seconds, cpu)
+        for _round_number, name, server in _each_round(ctx, metric, servers):
+            timeout = max(60.0, size / (20 * MB))
+            arguments = ["-o", "/dev/null", server.url("big.bin")]
+            result, cpu = _measured(server, lambda a=arguments, t=timeout: _clients.curl(a, t))
+            if result.error or result.downloaded != size:
+                metric.notes.append(f"{name}: RETR failed ({result.error or f'{result.downloaded} bytes'})")
+                continue
+            metric.add(name, size / MB / result.transfer_seconds, cpu)
     return [metric]
 
 
@@ -188,24 +192,18 @@ def stor(ctx: Context) -> list[Metric]:
     metric = Metric("stor", f"2. STOR {size // MiB} MiB, one curl client", "MB/s", "higher")
     source = ctx.root / "big.bin"
     with running(ctx, "stor") as servers:
-        for round_number in range(ctx.rounds):
-            if _out_of_time(ctx, metric):
-                break
-            for name in ctx.order(round_number):
-                if name not in servers:
-                    continue
-                server = servers[name]
-                target = ctx.root / "upload" / f"stor-{name}-{round_number}.bin"
-                os.sync()  # start each upload with no write-back pending from the one before
-                timeout = max(60.0, size / (10 * MB))
-                url = server.url(f"upload/{target.name}")
-                result, cpu = _measured(server, lambda u=url, t=timeout: _clients.curl(["-T", str(source), u], t))
-                stored = target.stat().st_size if target.exists() else -1
-                target.unlink(missing_ok=True)
-                if result.error or result.uploaded != size or stored != size:
-                    metric.notes.append(f"{name}: STOR failed ({result.error or f'stored {stored} bytes'})")
-                    continue
-                metric.add(name, size / MB / result.transfer_seconds, cpu)
+        for round_number, name, server in _each_round(ctx, metric, servers):
+            target = ctx.root / "upload" / f"stor-{name}-{round_number}.bin"
+            os.sync()  # start each upload with no write-back pending from the one before
+            timeout = max(60.0, size / (10 * MB))
+            url = server.url(f"upload/{target.name}")
+            result, cpu = _measured(server, lambda u=url, t=timeout: _clients.curl(["-T", str(source), u], t))
+            stored = target.stat().st_size if target.exists() else -1
+            target.unlink(missing_ok=True)
+            if result.error or result.uploaded != size or stored != size:
+                metric.notes.append(f"{name}: STOR failed ({result.error or f'stored {stored} bytes'})")
+                continue
+            metric.add(name, size / MB / result.transfer_seconds, cpu)
     return [metric]
 
 
@@ -221,38 +219,32 @@ def many_clients(ctx: Context) -> list[Metric]:
     p50 = Metric("clients_p50", label + " - RETR latency p50", "s", "lower")
     p99 = Metric("clients_p99", label + " - RETR latency p99", "s", "lower")
     with running(ctx, "clients") as servers:
-        for round_number in range(ctx.rounds):
-            if _out_of_time(ctx, wall):
-                break
-            for name in ctx.order(round_number):
-                if name not in servers:
-                    continue
-                server = servers[name]
-                arguments = (HOST, server.port, ctx.user, ctx.password, "med.bin")
-                (seconds, outputs), cpu = _measured(
-                    server,
-                    lambda a=arguments: _clients.run_concurrent(
-                        "transfer", sizes.clients, sizes.client_processes, a, timeout=600
-                    ),
+        for round_number, name, server in _each_round(ctx, wall, servers):
+            arguments = (HOST, server.port, ctx.user, ctx.password, "med.bin")
+            (seconds, outputs), cpu = _measured(
+                server,
+                lambda a=arguments: _clients.run_concurrent(
+                    "transfer", sizes.clients, sizes.client_processes, a, timeout=600
+                ),
+            )
+            good = [o for o in outputs if o["ok"] and o["bytes"] == sizes.medium]
+            if len(good) != sizes.clients:
+                errors = sorted({o.get("error", "short transfer") for o in outputs if o not in good})
+                wall.notes.append(
+                    f"{name} round {round_number + 1}: {len(good)}/{sizes.clients} clients succeeded {errors[:3]}"
                 )
-                good = [o for o in outputs if o["ok"] and o["bytes"] == sizes.medium]
-                if len(good) != sizes.clients:
-                    errors = sorted({o.get("error", "short transfer") for o in outputs if o not in good})
-                    wall.notes.append(
-                        f"{name} round {round_number + 1}: {len(good)}/{sizes.clients} clients succeeded {errors[:3]}"
-                    )
-                    if not good:
-                        continue
-                retries = sum(o.get("retries", 0) for o in outputs)
-                if retries:
-                    wall.notes.append(
-                        f"{name} round {round_number + 1}: {retries} connections got no greeting within "
-                        f"{_clients.GREETING_TIMEOUT:.0f}s and were made again (listen queue overflow)"
-                    )
-                latencies = [o["retr_seconds"] for o in good]
-                wall.add(name, seconds, cpu)
-                p50.add(name, _percentile(latencies, 0.5))
-                p99.add(name, _percentile(latencies, 0.99))
+                if not good:
+                    continue
+            retries = sum(o.get("retries", 0) for o in outputs)
+            if retries:
+                wall.notes.append(
+                    f"{name} round {round_number + 1}: {retries} connections got no greeting within "
+                    f"{_clients.GREETING_TIMEOUT:.0f}s and were made again (listen queue overflow)"
+                )
+            latencies = [o["retr_seconds"] for o in good]
+            wall.add(name, seconds, cpu)
+            p50.add(name, _percentile(latencies, 0.5))
+            p99.add(name, _percentile(latencies, 0.99))
     return [wall, p50, p99]
 
 
@@ -263,32 +255,24 @@ def logins(ctx: Context) -> list[Metric]:
     )
     per_worker = sizes.logins // sizes.login_workers
     with running(ctx, "logins") as servers:
-        for round_number in range(ctx.rounds):
-            if _out_of_time(ctx, metric):
-                break
-            for name in ctx.order(round_number):
-                if name not in servers:
-                    continue
-                server = servers[name]
-                arguments = (HOST, server.port, ctx.user, ctx.password, per_worker)
-                (seconds, outputs), cpu = _measured(
-                    server,
-                    lambda a=arguments: _clients.run_concurrent(
-                        "login", sizes.login_workers, sizes.client_processes, a, timeout=600
-                    ),
-                )
-                ok = sum(o["ok"] for o in outputs)
-                retries = sum(o.get("retries", 0) for o in outputs)
-                if retries:
-                    metric.notes.append(
-                        f"{name} round {round_number + 1}: {retries} connections made again (no greeting)"
-                    )
-                failed = sum(o["failed"] for o in outputs)
-                if failed or ok != per_worker * sizes.login_workers:
-                    errors = sorted({e for o in outputs for e in o["errors"]})
-                    metric.notes.append(f"{name} round {round_number + 1}: {ok} logins, {failed} failed {errors[:3]}")
-                if ok:
-                    metric.add(name, ok / seconds, cpu)
+        for round_number, name, server in _each_round(ctx, metric, servers):
+            arguments = (HOST, server.port, ctx.user, ctx.password, per_worker)
+            (seconds, outputs), cpu = _measured(
+                server,
+                lambda a=arguments: _clients.run_concurrent(
+                    "login", sizes.login_workers, sizes.client_processes, a, timeout=600
+                ),
+            )
+            ok = sum(o["ok"] for o in outputs)
+            retries = sum(o.get("retries", 0) for o in outputs)
+            if retries:
+                metric.notes.append(f"{name} round {round_number + 1}: {retries} connections made again (no greeting)")
+            failed = sum(o["failed"] for o in outputs)
+            if failed or ok != per_worker * sizes.login_workers:
+                errors = sorted({e for o in outputs for e in o["errors"]})
+                metric.notes.append(f"{name} round {round_number + 1}: {ok} logins, {failed} failed {errors[:3]}")
+            if ok:
+                metric.add(name, ok / seconds, cpu)
     return [metric]
 
 
@@ -339,26 +323,20 @@ def listing(ctx: Context) -> list[Metric]:
     entries = ctx.sizes.list_entries
     metric = Metric("list", f"6. LIST of a directory of {entries:,} files", "s", "lower")
     with running(ctx, "list") as servers:
-        for round_number in range(ctx.rounds):
-            if _out_of_time(ctx, metric):
-                break
-            for name in ctx.order(round_number):
-                if name not in servers:
-                    continue
-                server = servers[name]
-                for _repeat in range(3):
-                    try:
-                        (seconds, lines), cpu = _measured(
-                            server,
-                            lambda s=server: _clients.timed_listing(HOST, s.port, ctx.user, ctx.password, "many"),
-                        )
-                    except (OSError, EOFError, ftplib.Error) as error:
-                        metric.notes.append(f"{name}: LIST failed: {error}")
-                        break
-                    if lines != entries:
-                        metric.notes.append(f"{name}: LIST gave {lines} lines, not {entries}")
-                        break
-                    metric.add(name, seconds, cpu)
+        for _round_number, name, server in _each_round(ctx, metric, servers):
+            for _repeat in range(3):
+                try:
+                    (seconds, lines), cpu = _measured(
+                        server,
+                        lambda s=server: _clients.timed_listing(HOST, s.port, ctx.user, ctx.password, "many"),
+                    )
+                except (OSError, EOFError, ftplib.Error) as error:
+                    metric.notes.append(f"{name}: LIST failed: {error}")
+                    break
+                if lines != entries:
+                    metric.notes.append(f"{name}: LIST gave {lines} lines, not {entries}")
+                    break
+                metric.add(name, seconds, cpu)
     return [metric]
 
 
@@ -366,29 +344,23 @@ def early_close(ctx: Context) -> list[Metric]:
     metric = Metric("early_close", "7. data connection closed early during RETR - time to the reply", "ms", "lower")
     counts: dict[str, list[int]] = {}
     with running(ctx, "early_close") as servers:
-        for round_number in range(ctx.rounds):
-            if _out_of_time(ctx, metric):
-                break
-            for name in ctx.order(round_number):
-                if name not in servers:
-                    continue
-                server = servers[name]
-                tally = counts.setdefault(name, [0, 0])
-                for attempt in range(ctx.sizes.early_closes):
-                    result = _clients.early_close(
-                        HOST, server.port, ctx.user, ctx.password, "big.bin", "med.bin", ctx.sizes.medium,
-                        reset=attempt % 2 == 1,
-                    )  # fmt: skip
-                    tally[1] += 1
-                    if result["ok"]:
-                        tally[0] += 1
-                        metric.add(name, 1000 * result["reply_seconds"])
-                    else:
-                        metric.notes.append(f"{name}: session broken after an early close: {result}")
-                # The server itself must still accept new sessions.
-                alive = _clients._transfer_client(HOST, server.port, ctx.user, ctx.password, "med.bin")
-                if not alive["ok"]:
-                    metric.notes.append(f"{name}: no new session after early closes: {alive['error']}")
+        for _round_number, name, server in _each_round(ctx, metric, servers):
+            tally = counts.setdefault(name, [0, 0])
+            for attempt in range(ctx.sizes.early_closes):
+                result = _clients.early_close(
+                    HOST, server.port, ctx.user, ctx.password, "big.bin", "med.bin", ctx.sizes.medium,
+                    reset=attempt % 2 == 1,
+                )  # fmt: skip
+                tally[1] += 1
+                if result["ok"]:
+                    tally[0] += 1
+                    metric.add(name, 1000 * result["reply_seconds"])
+                else:
+                    metric.notes.append(f"{name}: session broken after an early close: {result}")
+            # The server itself must still accept new sessions.
+            alive = _clients._transfer_client(HOST, server.port, ctx.user, ctx.password, "med.bin")
+            if not alive["ok"]:
+                metric.notes.append(f"{name}: no new session after early closes: {alive['error']}")
     for name, (good, total) in counts.items():
         metric.notes.append(f"{name}: carried on after {good}/{total} early closes (FIN and RST alternately)")
     return [metric]

@@ -30,6 +30,20 @@ VSFTPD_USER = "exftpbench"
 _MARKER = "exftp benchmark (temporary)"
 
 
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a process started in a session of its own; SIGKILL its group if it lingers."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # Only this process's own group: it was started in a new session.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(STOP_TIMEOUT)
+
+
 class ServerError(Exception):
     """A server could not be started; the message says why."""
 
@@ -104,16 +118,7 @@ class Server:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            # Only this server's own process group: it was started in a new session.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT)
+        _terminate(process)
 
     def rss_kib(self) -> int:
         return _procs.rss_kib(self.pid, self.forks)
@@ -370,12 +375,4 @@ class Moto:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT)
+        _terminate(process)

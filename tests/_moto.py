@@ -174,6 +174,18 @@ class MotoServer:
             "AWS_DEFAULT_REGION": REGION,
         }
 
+    def patch_environment(self, patch: Any) -> None:
+        """
+        Through C{patch} (a pytest C{MonkeyPatch}), point the AWS variables of
+        processes started from here at this server: L{environment}, no
+        profile, region or general endpoint of the caller's, no EC2 metadata.
+        """
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
+            patch.delenv(name, raising=False)
+        for name, value in self.environment().items():
+            patch.setenv(name, value)
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
 
 _shared: MotoServer | None = None
 

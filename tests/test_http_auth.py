@@ -796,7 +796,10 @@ class DigestTests(HTTPAuthTestCase):
 
     async def test_twisted_md5_sess(self) -> None:
         auth = self.make(HTTPDigestAuthenticator, "/digest-twisted-sess")
-        await auth.login("alice", SECRET)
+        session = await auth.login("alice", SECRET)
+        self.assertEqual(session.username, "alice")
+        answered = [seen.authorization for seen in self.root.seen if seen.authorization]
+        self.assertTrue(answered and "algorithm=md5-sess" in answered[0].lower().replace('"', ""), answered)
         await self.refused(auth.login("alice", "wrong"))
 
     async def test_sha256_preferred_over_md5(self) -> None:

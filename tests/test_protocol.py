@@ -41,21 +41,32 @@ class _Reactor(MemoryReactorClock):
 class _Client:
     """One control connection to a server built on memory parts."""
 
-    def __init__(self, ipv6: bool = False, mapped: bool = False, **options: Any) -> None:
-        self.reactor = _Reactor()
-        self.storage = MemoryStorage(self.reactor)
-        self.auth = MemoryAuthenticator(
-            {"alice": "secret", "reader": "pw", "dropbox": "pw", "lister": "pw"},
-            read_only=frozenset({"reader"}),
-            permissions={"dropbox": "ew", "lister": "l"},
-        )
-        self.factory = FTPFactory(self.auth, MemoryStorageFactory(self.storage), reactor=self.reactor, **options)
-        if mapped:
-            host, peer = IPv6Address("TCP", f"::ffff:{CLIENT}", 21), IPv6Address("TCP", f"::ffff:{CLIENT}", 50000)
-        elif ipv6:
-            host, peer = IPv6Address("TCP", "::1", 21), IPv6Address("TCP", "::1", 50000)
+    def __init__(
+        self, ipv6: bool = False, mapped: bool = False, same_server: _Client | None = None, **options: Any
+    ) -> None:
+        """
+        @param same_server: another client whose server (reactor, storage,
+            users and factory) this one connects to, as a second session.
+        """
+        if same_server is not None:
+            self.reactor, self.storage = same_server.reactor, same_server.storage
+            self.auth, self.factory = same_server.auth, same_server.factory
         else:
-            host, peer = IPv4Address("TCP", CLIENT, 21), IPv4Address("TCP", CLIENT, 50000)
+            self.reactor = _Reactor()
+            self.storage = MemoryStorage(self.reactor)
+            self.auth = MemoryAuthenticator(
+                {"alice": "secret", "reader": "pw", "dropbox": "pw", "lister": "pw"},
+                read_only=frozenset({"reader"}),
+                permissions={"dropbox": "ew", "lister": "l"},
+            )
+            self.factory = FTPFactory(self.auth, MemoryStorageFactory(self.storage), reactor=self.reactor, **options)
+        port = 50000 + len(self.factory.sessions)
+        if mapped:
+            host, peer = IPv6Address("TCP", f"::ffff:{CLIENT}", 21), IPv6Address("TCP", f"::ffff:{CLIENT}", port)
+        elif ipv6:
+            host, peer = IPv6Address("TCP", "::1", 21), IPv6Address("TCP", "::1", port)
+        else:
+            host, peer = IPv4Address("TCP", CLIENT, 21), IPv4Address("TCP", CLIENT, port)
         self.proto = self.factory.buildProtocol(peer)
         self.transport = StringTransport(hostAddress=host, peerAddress=peer)
         self.proto.makeConnection(self.transport)
@@ -95,6 +106,29 @@ class _Client:
         proto.makeConnection(transport)
         self.pump()
         return proto, transport
+
+    def open_data(self) -> tuple[DataConnection, StringTransport]:
+        """PASV, then the data connection to it."""
+        return self.connect(self.passive())
+
+    def download(self, command: str) -> tuple[list[str], bytes]:
+        """Run a RETR/LIST-like C{command}: all its replies and the bytes sent on the data connection."""
+        proto, transport = self.open_data()
+        first = self.send(command)
+        self.pump()
+        _close(proto)
+        self.pump()
+        return first + self.replies(), transport.value()
+
+    def upload(self, command: str, payload: bytes, clean: bool = True) -> list[str]:
+        """Run a STOR-like C{command} sending C{payload}: the codes of all its replies."""
+        proto, transport = self.open_data()
+        first = self.send(command)
+        assert transport.producerState == "producing", transport.producerState
+        proto.dataReceived(payload)
+        _close(proto, clean)
+        self.pump()
+        return [r[:4] for r in first + self.replies()]
 
 
 def _close(proto: DataConnection, clean: bool = True) -> None:
@@ -295,11 +329,17 @@ class DirectoryTests(SynchronousTestCase):
 
     def test_read_only_user(self) -> None:
         client = _Client()
+        client.storage.add_file("/docs/readme.txt", b"hello")
         client.login("reader", "pw")
-        self.assertEqual(client.send("MKD x")[0][:4], "550 ")
-        factory = client.passive()
-        self.assertEqual(client.send("STOR x")[0][:4], "550 ")
-        self.assertEqual(factory is not None, True)
+        denied = ["550 Permission denied: read-only access."]
+        self.assertEqual(client.send("MKD x"), denied)
+        # Refused for the permission, not for want of a data connection: no 150, nothing written.
+        client.open_data()
+        self.assertEqual(client.send("STOR x"), denied)
+        self.assertEqual(client.send("DELE docs/readme.txt"), denied)
+        self.assertRaises(FileNotFound, client.storage.read_file, "/x")
+        self.assertEqual(client.storage.read_file("/docs/readme.txt"), b"hello")
+        self.assertEqual(client.send("SIZE docs/readme.txt"), ["213 5"])
 
 
 class DataChannelSetupTests(SynchronousTestCase):
@@ -373,29 +413,20 @@ class TransferTests(SynchronousTestCase):
         self.client.login()
         self.client.send("TYPE I")
 
-    def _download(self, command: str) -> tuple[list[str], bytes]:
-        factory = self.client.passive()
-        proto, transport = self.client.connect(factory)
-        first = self.client.send(command)
-        self.client.pump()
-        _close(proto)
-        self.client.pump()
-        return first + self.client.replies(), transport.value()
-
     def test_retr(self) -> None:
-        replies, data = self._download("RETR data.bin")
+        replies, data = self.client.download("RETR data.bin")
         self.assertEqual([r[:4] for r in replies], ["150 ", "226 "])
         self.assertEqual(data, bytes(range(256)) * 1000)
 
     def test_retr_with_rest(self) -> None:
         self.assertEqual(self.client.send("REST 1000")[0][:4], "350 ")
-        _replies, data = self._download("RETR data.bin")
+        _replies, data = self.client.download("RETR data.bin")
         self.assertEqual(data, (bytes(range(256)) * 1000)[1000:])
 
     def test_rest_is_used_once(self) -> None:
         self.client.send("REST 1000")
-        self._download("RETR data.bin")
-        _replies, data = self._download("RETR data.bin")
+        self.client.download("RETR data.bin")
+        _replies, data = self.client.download("RETR data.bin")
         self.assertEqual(len(data), 256000)
 
     def test_rest_needs_a_number(self) -> None:
@@ -411,15 +442,14 @@ class TransferTests(SynchronousTestCase):
 
     def test_retr_ascii_converts_line_endings(self) -> None:
         self.client.send("TYPE A")
-        _replies, data = self._download("RETR text.txt")
+        _replies, data = self.client.download("RETR text.txt")
         self.assertEqual(data, b"one\r\ntwo\r\n")
 
     def test_retr_broken_connection(self) -> None:
-        factory = self.client.passive()
-        proto, transport = self.client.connect(factory)
+        proto, transport = self.client.open_data()
         self.client.replies()
         self.client.proto.dataReceived(b"RETR data.bin\r\n")
-        self.assertIs(transport.producer is not None, True)
+        self.assertIsNotNone(transport.producer)
         _close(proto, clean=False)
         self.client.pump()
         self.assertEqual([r[:4] for r in self.client.replies()], ["150 ", "426 "])
@@ -427,7 +457,7 @@ class TransferTests(SynchronousTestCase):
 
     def test_list(self) -> None:
         self.client.storage.add_file("/docs/a.txt", b"12345")
-        replies, data = self._download("LIST -la")
+        replies, data = self.client.download("LIST -la")
         self.assertEqual([r[:4] for r in replies], ["150 ", "226 "])
         lines = data.decode().split("\r\n")
         self.assertEqual([line.split()[-1] for line in lines if line], ["data.bin", "docs", "text.txt"])
@@ -435,40 +465,30 @@ class TransferTests(SynchronousTestCase):
         self.assertTrue(lines[0].startswith("-rw-r--r--    1 ftp      ftp        256000 "))
 
     def test_list_of_a_file_and_nlst(self) -> None:
-        _replies, data = self._download("LIST text.txt")
+        _replies, data = self.client.download("LIST text.txt")
         self.assertEqual(data.decode().split()[-1], "text.txt")
-        _replies, data = self._download("NLST")
+        _replies, data = self.client.download("NLST")
         self.assertEqual(data, b"data.bin\r\ntext.txt\r\n")
 
     def test_list_missing(self) -> None:
         self.client.passive()
         self.assertEqual([r[:4] for r in self.client.send("LIST nope")], ["550 "])
 
-    def _upload(self, command: str, payload: bytes, clean: bool = True) -> list[str]:
-        factory = self.client.passive()
-        proto, transport = self.client.connect(factory)
-        first = self.client.send(command)
-        self.assertEqual(transport.producerState, "producing")
-        proto.dataReceived(payload)
-        _close(proto, clean)
-        self.client.pump()
-        return [r[:4] for r in first + self.client.replies()]
-
     def test_stor(self) -> None:
-        self.assertEqual(self._upload("STOR new.bin", b"\x00\r\n\xff"), ["150 ", "226 "])
+        self.assertEqual(self.client.upload("STOR new.bin", b"\x00\r\n\xff"), ["150 ", "226 "])
         self.assertEqual(self.client.storage.read_file("/new.bin"), b"\x00\r\n\xff")
 
     def test_stor_ascii(self) -> None:
         self.client.send("TYPE A")
-        self._upload("STOR new.txt", b"a\r\nb\r\n")
+        self.client.upload("STOR new.txt", b"a\r\nb\r\n")
         self.assertEqual(self.client.storage.read_file("/new.txt"), b"a\nb\n")
 
     def test_appe(self) -> None:
-        self._upload("APPE text.txt", b"three\n")
+        self.client.upload("APPE text.txt", b"three\n")
         self.assertEqual(self.client.storage.read_file("/text.txt"), b"one\ntwo\nthree\n")
 
     def test_broken_stor_keeps_old_content(self) -> None:
-        self.assertEqual(self._upload("STOR text.txt", b"partial", clean=False), ["150 ", "426 "])
+        self.assertEqual(self.client.upload("STOR text.txt", b"partial", clean=False), ["150 ", "426 "])
         self.assertEqual(self.client.storage.read_file("/text.txt"), b"one\ntwo\n")
 
     def test_stor_into_missing_directory(self) -> None:
@@ -476,8 +496,7 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual([r[:4] for r in self.client.send("STOR nodir/x")], ["550 "])
 
     def test_abor_during_transfer(self) -> None:
-        factory = self.client.passive()
-        proto, transport = self.client.connect(factory)
+        proto, transport = self.client.open_data()
         self.client.send("STOR slow.bin")
         proto.dataReceived(b"some")
         self.client.proto.dataReceived(b"\xff\xf4\xffABOR\r\n")
@@ -491,8 +510,7 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual(self.client.send("ABOR")[0][:4], "225 ")
 
     def test_commands_wait_for_transfer(self) -> None:
-        factory = self.client.passive()
-        proto, _transport = self.client.connect(factory)
+        proto, _transport = self.client.open_data()
         self.client.send("STOR queued.bin")
         self.client.proto.dataReceived(b"PWD\r\n")
         self.assertEqual(self.client.replies(), [])
@@ -574,8 +592,7 @@ class RobustnessTests(SynchronousTestCase):
     def test_disconnect_during_upload_aborts_it(self) -> None:
         client = _Client()
         client.login()
-        factory = client.passive()
-        proto, _transport = client.connect(factory)
+        proto, _transport = client.open_data()
         client.send("STOR gone.bin")
         proto.dataReceived(b"data")
         client.proto.connectionLost(Failure(internet_error.ConnectionLost()))
@@ -592,14 +609,6 @@ class ModernCommandTests(SynchronousTestCase):
         self.client.storage.add_file("/dir/a.txt", b"hello world")
         self.client.login()
         self.client.send("TYPE I")
-
-    def _download(self, command: str) -> tuple[list[str], bytes]:
-        factory = self.client.passive()
-        proto, transport = self.client.connect(factory)
-        first = self.client.send(command)
-        _close(proto)
-        self.client.pump()
-        return first + self.client.replies(), transport.value()
 
     def test_feat_is_honest(self) -> None:
         features = [line.strip() for line in self.client.send("FEAT")[1:-1]]
@@ -630,7 +639,7 @@ class ModernCommandTests(SynchronousTestCase):
         self.assertEqual(reply[1], " type=dir; /dir")
 
     def test_mlsd(self) -> None:
-        replies, data = self._download("MLSD dir")
+        replies, data = self.client.download("MLSD dir")
         self.assertEqual([r[:4] for r in replies], ["150 ", "226 "])
         lines = data.decode().split("\r\n")
         self.assertTrue(lines[0].startswith("type=cdir;"))
@@ -671,8 +680,7 @@ class ModernCommandTests(SynchronousTestCase):
         self.assertEqual(self.client.send("XCRC dir/a.txt"), [f"250 {zlib.crc32(b'hello world'):08X}"])
 
     def test_stou(self) -> None:
-        factory = self.client.passive()
-        proto, _transport = self.client.connect(factory)
+        proto, _transport = self.client.open_data()
         first = self.client.send("STOU report")
         self.assertTrue(first[0].startswith("150 FILE: report."), first)
         name = first[0].split("FILE: ")[1]
@@ -714,8 +722,7 @@ class HardeningTests(SynchronousTestCase):
         client = _Client()
         client.storage.add_file("/f", b"x")
         client.login()
-        factory = client.passive()
-        proto, _transport = client.connect(factory)
+        proto, _transport = client.open_data()
         client.replies()
         client.proto.dataReceived(b"STOR g\r\n" + b"".join(b"SIZE f\r\n" for _ in range(1000)))
         self.assertLessEqual(len(client.proto._queue), 1000)
@@ -784,19 +791,25 @@ class HardeningTests(SynchronousTestCase):
         client = _Client(max_passive_listeners=1)
         client.login()
         client.passive()
-        other = _Client()
-        other.factory = client.factory
         self.assertEqual(client.factory.passive_listeners, 1)
-        client.send("PASV")
+        # A second PASV of the same session replaces its listener.
+        self.assertEqual(client.send("PASV")[0][:4], "227 ")
+        self.assertEqual(client.factory.passive_listeners, 1)
+        # The limit is the server's: another session is refused while the listener is open...
+        other = _Client(same_server=client)
+        other.login()
+        self.assertEqual(other.send("PASV"), ["425 Too many passive connections; try again later."])
         self.assertEqual(client.factory.passive_listeners, 1)
         client.send("ABOR")
         self.assertEqual(client.factory.passive_listeners, 0)
+        # ...and served once it is closed.
+        self.assertEqual(other.send("PASV")[0][:4], "227 ")
+        self.assertEqual(client.factory.passive_listeners, 1)
 
     def test_stalled_transfer_is_aborted(self) -> None:
         client = _Client(stalled_timeout=30)
         client.login()
-        factory = client.passive()
-        proto, _transport = client.connect(factory)
+        proto, _transport = client.open_data()
         client.send("STOR slow")
         proto.dataReceived(b"a")
         client.reactor.advance(31)
@@ -836,8 +849,7 @@ class GracefulShutdownTests(SynchronousTestCase):
     def test_running_transfer_finishes_before_421(self) -> None:
         client = _Client()
         client.login()
-        factory = client.passive()
-        proto, _transport = client.connect(factory)
+        proto, _transport = client.open_data()
         client.send("STOR last.bin")
         done = client.factory.shutdown(grace=30)
         self.assertEqual(client.replies(), [])
@@ -854,8 +866,7 @@ class GracefulShutdownTests(SynchronousTestCase):
     def test_transfer_aborted_after_grace(self) -> None:
         client = _Client()
         client.login()
-        factory = client.passive()
-        proto, _transport = client.connect(factory)
+        proto, _transport = client.open_data()
         client.send("STOR slow.bin")
         proto.dataReceived(b"part")
         client.factory.shutdown(grace=30)
@@ -872,8 +883,7 @@ class KilledClientTests(SynchronousTestCase):
         client = _Client()
         client.storage.add_file("/f.bin", b"old content")
         client.login()
-        factory = client.passive()
-        proto, _transport = client.connect(factory)
+        proto, _transport = client.open_data()
         client.send("STOR f.bin")
         proto.dataReceived(b"partial")
         _close(proto)
@@ -897,8 +907,7 @@ class PermissionTests(SynchronousTestCase):
         client.storage.add_file("/in/a.txt", b"secret")
         client.login("dropbox", "pw")
         self.assertEqual(client.send("CWD in")[0][:4], "250 ")
-        factory = client.passive()
-        proto, _transport = client.connect(factory)
+        proto, _transport = client.open_data()
         self.assertEqual(client.send("STOR new.txt")[0][:4], "150 ")
         proto.dataReceived(b"dropped")
         _close(proto)
@@ -910,8 +919,12 @@ class PermissionTests(SynchronousTestCase):
             reply = client.send(line)
             if line.startswith("RNFR"):
                 reply = client.send("RNTO b.txt")
-            self.assertEqual(reply[0][:4], "550 ", line)
+            # Refused for the permission (RMD x would be a 550 for a missing directory too).
+            self.assertEqual(len(reply), 1, line)
+            self.assertTrue(reply[0].startswith("550 Permission denied: you may not "), (line, reply))
         self.assertEqual(client.storage.read_file("/in/a.txt"), b"secret")
+        self.assertRaises(FileNotFound, client.storage.read_file, "/in/b.txt")
+        self.assertRaises(FileNotFound, client.storage.read_file, "/in/d")
 
     def test_mlst_perm_fact_follows_permissions(self) -> None:
         client = _Client()
@@ -970,8 +983,7 @@ class PagedListingTests(SynchronousTestCase):
 
     def test_pages_are_streamed_in_order(self) -> None:
         client, fetched = self._client([["a", "b"], ["c"], ["d", "e"]])
-        factory = client.passive()
-        proto, transport = client.connect(factory)
+        proto, transport = client.open_data()
         first = client.send("NLST big")
         _close(proto)
         client.pump()
@@ -981,8 +993,7 @@ class PagedListingTests(SynchronousTestCase):
 
     def test_mlsd_pages(self) -> None:
         client, _fetched = self._client([["a"], ["b"]])
-        factory = client.passive()
-        proto, transport = client.connect(factory)
+        proto, transport = client.open_data()
         client.send("MLSD big")
         _close(proto)
         client.pump()

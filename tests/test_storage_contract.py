@@ -122,6 +122,9 @@ class StorageContractMixin:
         """A file's bytes, read behind the storage's back, or None if there is no such file."""
         raise NotImplementedError
 
+    async def wait_for_first_write(self, consumer: RecordingConsumer) -> None:
+        """Wait for C{consumer}'s first write, where the bytes come over a network (at once by default)."""
+
     # Helpers.
 
     def setUp(self) -> None:
@@ -338,6 +341,7 @@ class StorageContractMixin:
         source = await self.storage.open_read(P("/big"), 0)
         consumer = RecordingConsumer(pause_after_first)
         done = source.send(consumer)
+        await self.wait_for_first_write(consumer)
         await turns(10)
         assert consumer.writes == 1
         assert not done.called

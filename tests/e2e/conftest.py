@@ -270,6 +270,16 @@ class Control:
         assert reply.code == 227, reply
         return parse_227(reply.text)
 
+    def retr(self, path: str, port: int, host: str = "127.0.0.1") -> bytes:
+        """C{RETR path} through the passive C{port} already set up: 150, the bytes, 226."""
+        with socket.create_connection((host, port), timeout=10) as data:
+            reply = self.cmd(f"RETR {path}")
+            assert reply.code == 150, reply
+            received = read_all(data)
+        reply = self.reply()
+        assert reply.code == 226, reply
+        return received
+
 
 @dataclass
 class Reply:
@@ -303,6 +313,26 @@ def code(error: BaseException) -> int:
     return int(str(error)[:3])
 
 
+def refused_code(client: ftplib.FTP, line: str) -> int:
+    """Send C{line}, which the server must refuse with a 5xx reply; that reply's code."""
+    with pytest.raises(ftplib.error_perm) as refused:
+        client.sendcmd(line)
+    return code(refused.value)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Read a (data) connection until the other side closes it."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def port_argument(host: str, port: int) -> str:
+    """The argument of C{PORT} naming an IPv4 C{host} and C{port}."""
+    return ",".join([*host.split("."), str(port >> 8), str(port & 0xFF)])
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -324,12 +354,10 @@ def retr_raw(client: ftplib.FTP, command: str, type_: str | None = None) -> byte
     """Run a download command and return the exact bytes of the data connection (no TYPE I forced)."""
     if type_ is not None:
         client.voidcmd(f"TYPE {type_}")
-    chunks = []
     with client.transfercmd(command) as conn:
-        while data := conn.recv(65536):
-            chunks.append(data)
+        data = read_all(conn)
     client.voidresp()
-    return b"".join(chunks)
+    return data
 
 
 def stor_raw(client: ftplib.FTP, command: str, data: bytes, type_: str | None = None) -> str:
@@ -440,6 +468,17 @@ def area(server: FTPServer, request: pytest.FixtureRequest) -> Area:
     local = server.root / name
     local.mkdir()
     return Area(local, "/" + name)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A socket listening on 127.0.0.1 for active-mode data connections."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    sock.settimeout(10)
+    yield sock
+    sock.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import ftplib
 import io
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from conftest import (
@@ -22,28 +22,28 @@ from conftest import (
     ipv6_usable,
     parse_227,
     parse_229,
+    port_argument,
+    read_all,
+    refused_code,
     retr_bytes,
     wait_until,
 )
 
-
-def _read_all(sock: socket.socket) -> bytes:
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 # One passive port
+
+
+def _one_port_server(start_server: Callable[..., FTPServer], content: bytes, *options: str) -> FTPServer:
+    """A server with a single passive port (its C{passive_port}) serving C{/file.txt}."""
+    port = free_port()
+    served = start_server("--auth", AUTH, "--passive-ports", f"{port}-{port}", *options)
+    served.passive_port = port  # type: ignore[attr-defined]
+    (served.root / "file.txt").write_bytes(content)
+    return served
 
 
 @pytest.fixture(scope="module")
 def one_port(start_server: Callable[..., FTPServer]) -> FTPServer:
-    port = free_port()
-    served = start_server("--auth", AUTH, "--passive-ports", f"{port}-{port}")
-    served.passive_port = port  # type: ignore[attr-defined]
-    (served.root / "file.txt").write_bytes(b"through the only port\n")
-    return served
+    return _one_port_server(start_server, b"through the only port\n")
 
 
 def test_single_passive_port_is_exclusive(one_port: FTPServer) -> None:
@@ -60,17 +60,11 @@ def test_single_passive_port_is_exclusive(one_port: FTPServer) -> None:
         assert second.cmd("EPSV").code == 425
         assert second.cmd("PWD").code == 257
         # The first session uses its port.
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as data:
-            assert first.cmd("RETR /file.txt").code == 150
-            assert _read_all(data) == b"through the only port\n"
-        assert first.reply().code == 226
+        assert first.retr("/file.txt", port) == b"through the only port\n"
         # Now the port is free again, for either session.
         assert second.pasv() == ("127.0.0.1", port)
         assert second.cmd("TYPE I").code == 200
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as data:
-            assert second.cmd("RETR /file.txt").code == 150
-            assert _read_all(data) == b"through the only port\n"
-        assert second.reply().code == 226
+        assert second.retr("/file.txt", port) == b"through the only port\n"
 
 
 def test_single_passive_port_reused_by_one_session(one_port: FTPServer) -> None:
@@ -122,10 +116,7 @@ def test_passive_connection_from_the_wrong_host_is_refused(one_port: FTPServer) 
         finally:
             intruder.close()
         # The rightful client still gets its data.
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as data:
-            assert control.cmd("RETR /file.txt").code == 150
-            assert _read_all(data) == b"through the only port\n"
-        assert control.reply().code == 226
+        assert control.retr("/file.txt", port) == b"through the only port\n"
 
 
 # The data-connection timeout
@@ -133,11 +124,7 @@ def test_passive_connection_from_the_wrong_host_is_refused(one_port: FTPServer) 
 
 @pytest.fixture(scope="module")
 def quick_data_timeout(start_server: Callable[..., FTPServer]) -> FTPServer:
-    port = free_port()
-    served = start_server("--auth", AUTH, "--passive-ports", f"{port}-{port}", "--data-timeout", "1")
-    served.passive_port = port  # type: ignore[attr-defined]
-    (served.root / "file.txt").write_bytes(b"late\n")
-    return served
+    return _one_port_server(start_server, b"late\n", "--data-timeout", "1")
 
 
 def test_unused_pasv_times_out_and_port_is_reused(quick_data_timeout: FTPServer) -> None:
@@ -156,10 +143,7 @@ def test_unused_pasv_times_out_and_port_is_reused(quick_data_timeout: FTPServer)
         assert idle.cmd("NOOP").code == 200
         # And the second session's channel works (a fresh one, so that its own second is not used up).
         assert other.pasv()[1] == port
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as data:
-            assert other.cmd("RETR /file.txt").code == 150
-            assert _read_all(data).replace(b"\r\n", b"\n") == b"late\n"
-        assert other.reply().code == 226
+        assert other.retr("/file.txt", port).replace(b"\r\n", b"\n") == b"late\n"
 
 
 def test_transfer_waiting_for_a_connection_times_out(quick_data_timeout: FTPServer) -> None:
@@ -195,38 +179,21 @@ def test_passive_address_in_227(nat: FTPServer) -> None:
         assert host == "203.0.113.5" and 0 < port < 65536
         # EPSV names no address, and works over the control connection's address.
         port = parse_229(control.cmd("EPSV").text)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as data:
-            assert control.cmd("RETR /file.txt").code == 150
-            assert _read_all(data) == b"x"
-        assert control.reply().code == 226
+        assert control.retr("/file.txt", port) == b"x"
 
 
 # Active mode: whom PORT may name
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1)
-    sock.settimeout(10)
-    yield sock
-    sock.close()
-
-
-def _port_argument(host: str, port: int) -> str:
-    return ",".join([*host.split("."), str(port >> 8), str(port & 0xFF)])
-
-
 def test_port_to_own_address(ftp: ftplib.FTP, listener: socket.socket) -> None:
     ftp.storbinary("STOR /port-own.txt", io.BytesIO(b"active"))
     port = listener.getsockname()[1]
-    assert ftp.sendcmd(f"PORT {_port_argument('127.0.0.1', port)}").startswith("200")
+    assert ftp.sendcmd(f"PORT {port_argument('127.0.0.1', port)}").startswith("200")
     assert ftp.sendcmd("RETR /port-own.txt").startswith("150")
     data, peer = listener.accept()
     with data:
         assert peer[0] == "127.0.0.1"
-        assert _read_all(data) == b"active"
+        assert read_all(data) == b"active"
     assert ftp.voidresp().startswith("226")
     ftp.delete("/port-own.txt")
 
@@ -236,12 +203,8 @@ def test_port_to_another_address_refused(ftp: ftplib.FTP) -> None:
         other.bind(("127.0.0.2", 0))
         other.listen(1)
         port = other.getsockname()[1]
-        with pytest.raises(ftplib.error_perm) as refused:
-            ftp.sendcmd(f"PORT {_port_argument('127.0.0.2', port)}")
-        assert code(refused.value) == 501
-        with pytest.raises(ftplib.error_perm) as refused:
-            ftp.sendcmd(f"EPRT |1|127.0.0.2|{port}|")
-        assert code(refused.value) == 501
+        assert refused_code(ftp, f"PORT {port_argument('127.0.0.2', port)}") == 501
+        assert refused_code(ftp, f"EPRT |1|127.0.0.2|{port}|") == 501
         # No data channel was set up.
         with pytest.raises(ftplib.error_temp) as refused:
             ftp.sendcmd("LIST")
@@ -250,12 +213,8 @@ def test_port_to_another_address_refused(ftp: ftplib.FTP) -> None:
 
 @pytest.mark.parametrize("port", [1, 21, 80, 1023])
 def test_port_to_privileged_port_refused(ftp: ftplib.FTP, port: int) -> None:
-    with pytest.raises(ftplib.error_perm) as refused:
-        ftp.sendcmd(f"PORT {_port_argument('127.0.0.1', port)}")
-    assert code(refused.value) == 501
-    with pytest.raises(ftplib.error_perm) as refused:
-        ftp.sendcmd(f"EPRT |1|127.0.0.1|{port}|")
-    assert code(refused.value) == 501
+    assert refused_code(ftp, f"PORT {port_argument('127.0.0.1', port)}") == 501
+    assert refused_code(ftp, f"EPRT |1|127.0.0.1|{port}|") == 501
     with pytest.raises(ftplib.error_temp) as refused:
         ftp.sendcmd("LIST")
     assert code(refused.value) == 425
@@ -264,7 +223,7 @@ def test_port_to_privileged_port_refused(ftp: ftplib.FTP, port: int) -> None:
 def test_port_to_closed_port_425(ftp: ftplib.FTP) -> None:
     port = free_port()
     ftp.storbinary("STOR /closed-port.txt", io.BytesIO(b"x"))
-    assert ftp.sendcmd(f"PORT {_port_argument('127.0.0.1', port)}").startswith("200")
+    assert ftp.sendcmd(f"PORT {port_argument('127.0.0.1', port)}").startswith("200")
     with pytest.raises(ftplib.error_temp) as failed:
         reply = ftp.sendcmd("RETR /closed-port.txt")
         # A server may first say 150 and then fail.

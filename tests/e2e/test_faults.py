@@ -276,11 +276,7 @@ class Bucket:
 def bucket(monkeypatch: pytest.MonkeyPatch) -> Bucket:
     """A fresh bucket, with the AWS variables of servers started in the test pointing at moto."""
     moto = _moto.shared_server()
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in moto.environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    moto.patch_environment(monkeypatch)
     return Bucket(moto)
 
 

@@ -29,6 +29,7 @@ USERS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "bob": ("bob-Pw-2", {"read_only": True}),
     "carol": ("carol-Pw-3", None),
     "dave": ("dave-Pw-4", {"root": "../../dave"}),
+    "frank": ("frank-Pw-6", {"root": "/frank", "permissions": "ew"}),
 }
 
 
@@ -89,7 +90,7 @@ def auth_service() -> Iterator[AuthService]:
 @pytest.fixture(scope="module")
 def hook_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hook-root")
-    for name in ["alice", "bob", "dave"]:
+    for name in ["alice", "bob", "dave", "frank"]:
         (root / name).mkdir()
         (root / name / f"{name}.txt").write_bytes(f"{name}'s file\n".encode())
     (root / "top.txt").write_bytes(b"for everyone\n")
@@ -166,6 +167,34 @@ def test_json_read_only_refuses_stor(hook_server: FTPServer, hook_root: Path) ->
     finally:
         client.close()
     assert not (hook_root / "bob" / "upload.txt").exists()
+
+
+def test_json_permissions_make_an_upload_only_drop_box(hook_server: FTPServer, hook_root: Path) -> None:
+    """C{"permissions": "ew"}: change directories and upload, nothing else (pyftpdlib's letters)."""
+    client = _login(hook_server, "frank")
+    try:
+        client.storbinary("STOR dropped.txt", io.BytesIO(b"dropped by frank"))
+        denied = []
+        for attempt in (
+            lambda: retr_bytes(client, "frank.txt"),
+            lambda: list_lines(client),
+            lambda: client.nlst(),
+            lambda: client.delete("frank.txt"),
+            lambda: client.rename("frank.txt", "moved.txt"),
+            lambda: client.mkd("sub"),
+            lambda: client.storbinary("APPE frank.txt", io.BytesIO(b"more")),
+        ):
+            with pytest.raises(ftplib.error_perm) as refused:
+                attempt()
+            denied.append(str(refused.value))
+        assert all(text.startswith("550 Permission denied") for text in denied), denied
+        client.cwd("/")
+        assert client.pwd() == "/"
+    finally:
+        client.close()
+    assert (hook_root / "frank" / "dropped.txt").read_bytes() == b"dropped by frank"
+    assert (hook_root / "frank" / "frank.txt").read_bytes() == b"frank's file\n"
+    assert sorted(path.name for path in (hook_root / "frank").iterdir()) == ["dropped.txt", "frank.txt"]
 
 
 def test_passwords_never_logged(hook_server: FTPServer) -> None:

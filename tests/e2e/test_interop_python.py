@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from _interop import assert_same_files, expected_snapshot, make_tree, snapshot, whole_minute_in_past
-from conftest import DEADLINE, PASSWORD, USER, Area, FTPServer, code, parse_229, retr_bytes
+from conftest import DEADLINE, PASSWORD, USER, Area, FTPServer, code, parse_229, read_all, retr_bytes
 
 # A time well in the past, as MDTM/MFMT/MLSD write it, and as seconds since the epoch.
 STAMP, STAMP_SECONDS = "20200102030405", calendar.timegm((2020, 1, 2, 3, 4, 5))
@@ -298,16 +298,9 @@ def _epsv(server: FTPServer, area: Area, client: ftplib.FTP, parameters: str) ->
     port = parse_229(client.sendcmd("EPSV"))
     with socket.create_connection((server.host, port), timeout=DEADLINE) as connection:
         client.sendcmd(f"RETR {area.path}/e.bin")
-        received = _read_all(connection)
+        received = read_all(connection)
     client.voidresp()
     assert received == data
-
-
-def _read_all(connection: socket.socket) -> bytes:
-    chunks = []
-    while chunk := connection.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @exercise("EPRT")
@@ -322,7 +315,7 @@ def _eprt(server: FTPServer, area: Area, client: ftplib.FTP, parameters: str) ->
         connection, _ = listener.accept()
         with connection:
             connection.settimeout(DEADLINE)
-            received = _read_all(connection)
+            received = read_all(connection)
         client.voidresp()
         assert received == data
 

@@ -71,11 +71,7 @@ def s3(start_server: Any) -> Iterator[S3Server]:
     moto = _moto.shared_server()
     bucket = moto.new_bucket()
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
-            patch.delenv(name, raising=False)
-        for name, value in moto.environment().items():
-            patch.setenv(name, value)
-        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        moto.patch_environment(patch)
         server = start_server("--storage", f"s3:bucket={bucket}", "--auth", AUTH, root_option=False)
     yield S3Server(server, moto, bucket)
     assert server.alive(), f"the S3 server died during the tests:\n{server.log()}"

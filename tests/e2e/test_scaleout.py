@@ -259,11 +259,7 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
         cluster = Cluster(layout, balancer, nodes, passive, moto.s3(), bucket, pki)
         clusters.append(cluster)
         with pytest.MonkeyPatch.context() as patch:
-            for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
-                patch.delenv(name, raising=False)
-            for name, value in moto.environment().items():
-                patch.setenv(name, value)
-            patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+            moto.patch_environment(patch)
             for node in nodes.values():
                 node.start()
         env = {"EXFTP_BALANCER_SOURCE": BALANCER}
