@@ -66,6 +66,7 @@ from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, quote_path
 from ._session import RULES, Access, SessionState, canonical_verb, check
 from ._tls import SameContext, control_context
+from ._transport import write_now
 from .storage._streaming import ChunksReader
 
 if TYPE_CHECKING:
@@ -255,7 +256,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
     def reply(self, code: int, text: str | list[str]) -> None:
         """Send a reply (single or multi-line)."""
         if not self._disconnected and not self._control_closing and self.transport is not None:
-            self.transport.write(format_reply(code, text))
+            write_now(self.transport, format_reply(code, text))
             for observer in self.factory.reply_observers:
                 observer(int(code))
 
