@@ -18,7 +18,7 @@ from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
@@ -32,6 +32,7 @@ from ._factory import FTPFactory
 from ._hooks import HookQueue, WebhookHook, load_callable
 from ._httpclient import redacted
 from ._interfaces import IAuthenticator, IStorageFactory
+from ._logging import log_observer, rotate_on_sigusr1
 from ._plugins import authenticator_plugins, storage_plugins
 from ._proxy import CONNECTED, PREFIX, IPNetwork, parse_networks, server_endpoint
 from ._tls import TLSPolicy, TLSSettings
@@ -710,8 +711,12 @@ def makeService(options: Options) -> service.MultiService:
         else None,
     )
     reactor = factory.reactor
-    json_log = jsonFileLogObserver(options.log_file(), "") if options["log-format"] == "json" else None
-    top = _ServerService(json_log)
+    observer = None
+    if not options._twistd_option("syslog"):  # text to syslog stays twistd's own
+        out = options.log_file()
+        observer = log_observer(out, options["log-format"])
+        rotate_on_sigusr1(reactor, out)
+    top = _ServerService(observer)
     cleanups: list[Callable[[], Any]] = []
     on_sighup: list[Callable[[], None]] = []
     if options["tls"] is not None:

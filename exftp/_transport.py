@@ -24,7 +24,7 @@ def _idle_tcp(transport: Any) -> bool:
     """
     return (
         type(transport) is tcp.Server
-        and transport.connected
+        and bool(transport.connected)
         and not transport.disconnecting
         and not transport.TLS
         and not getattr(transport, "_writeDisconnected", True)

@@ -294,3 +294,37 @@ def test_events_of_the_shutdown_are_delivered_before_exit(
         assert [event["action"] for event in receiver.events()] == ["login", "logout"]
     finally:
         receiver.stop()
+
+
+def test_sigusr1_rotates_the_log_file(tmp_path: Path) -> None:
+    log = tmp_path / "exftp.log"
+    command = [
+        *conftest.twistd_command(), "-n", "--pidfile=", "--logfile", str(log), "exftp",
+        "--port", "tcp:0:interface=127.0.0.1", "--root", str(tmp_path), "--auth", f"memory:{USER}:{PASSWORD}",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=server_env(), cwd=tmp_path)
+    try:
+
+        def logged(pattern: str) -> re.Match[str] | None:
+            return re.search(pattern, log.read_text()) if log.exists() else None
+
+        wait_until(lambda: logged(conftest._READY.pattern.rstrip("$")), "the server to listen")
+        match = logged(conftest._READY.pattern.rstrip("$"))
+        assert match is not None
+        port = int(match["port"])
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as first:
+            assert first.recv(100).startswith(b"220")
+        wait_until(lambda: logged(r"Connection from 127\.0\.0\.1"), "the first connection in the log")
+        process.send_signal(signal.SIGUSR1)
+        wait_until(lambda: (tmp_path / "exftp.log.1").exists(), "the log to be rotated")
+        client = ftplib.FTP()
+        client.connect("127.0.0.1", port, timeout=DEADLINE)
+        client.login(USER, PASSWORD)
+        client.quit()
+        wait_until(lambda: logged(rf"Login of '{USER}'"), "the login in the new log")
+        rotated = (tmp_path / "exftp.log.1").read_text()
+        assert "exftp listening on" in rotated and "Login of" not in rotated
+        assert "exftp listening on" not in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(DEADLINE)

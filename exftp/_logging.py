@@ -1,0 +1,68 @@
+"""
+The log observers that C{twistd exftp} gives twistd: text lines exactly as
+twistd writes them, or JSON, and rotation of a log file on SIGUSR1.
+
+twistd's own text observer formats the timestamp of every event anew (a
+time-zone lookup and an C{strftime}, about a third of the cost of a log
+line); a server that logs each connection and login does that thousands of
+times a second, always for the same second.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import IO, Any
+
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+    jsonFileLogObserver,
+)
+from twisted.python.logfile import LogFile
+
+
+class _SecondClock:
+    """C{formatTime} for second-resolution stamps, formatting each second once."""
+
+    def __init__(self) -> None:
+        self._second: int | None = None
+        self._text = "-"
+
+    def __call__(self, when: float | None) -> str:
+        if when is None:
+            return formatTime(when)
+        second = int(when)
+        if second != self._second:
+            self._second, self._text = second, formatTime(when)
+        return self._text
+
+
+def text_observer(out: IO[str]) -> ILogObserver:
+    """Classic twistd text lines (C{TIME [SYSTEM] TEXT}, tracebacks included) written to C{out}."""
+    clock = _SecondClock()
+
+    def line(event: LogEvent) -> str | None:
+        return formatEventAsClassicLogText(event, formatTime=clock)
+
+    return FileLogObserver(out, line)
+
+
+def log_observer(out: IO[str], log_format: str) -> ILogObserver:
+    """The observer for C{--log-format} (C{text} or C{json}) writing to C{out}."""
+    return jsonFileLogObserver(out, "") if log_format == "json" else text_observer(out)
+
+
+def rotate_on_sigusr1(reactor: Any, out: IO[str]) -> None:
+    """
+    Rotate C{out} on SIGUSR1 when it is a twistd log file, as twistd does for
+    the log files it opens itself (unless something else handles SIGUSR1).
+    """
+    if isinstance(out, LogFile) and not signal.getsignal(signal.SIGUSR1):
+
+        def handler(signum: int, frame: Any) -> None:
+            reactor.callFromThread(out.rotate)
+
+        signal.signal(signal.SIGUSR1, handler)

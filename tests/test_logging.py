@@ -1,0 +1,120 @@
+"""
+The log observers twistd gets from C{twistd exftp}: the same text lines as
+twistd's own observer, JSON, and SIGUSR1 rotation of a log file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.logger import LogLevel, textFileLogObserver
+from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
+
+from exftp._logging import _SecondClock, log_observer, rotate_on_sigusr1
+
+_EVENTS: list[dict[str, Any]] = [
+    {
+        "log_format": "Login of {user!r} from {peer}",
+        "user": "ann",
+        "peer": "192.0.2.7",
+        "log_namespace": "exftp",
+        "log_level": LogLevel.info,
+        "log_time": 1764601200.25,
+    },
+    {"log_format": "legacy line", "log_system": "HTTPChannel,3,127.0.0.1", "log_time": 1764601200.75},
+    {"log_format": "two\nlines", "log_namespace": "exftp", "log_level": LogLevel.warn, "log_time": 1764601201.0},
+    {"log_format": "no time", "log_namespace": "exftp", "log_level": LogLevel.info},
+]
+
+
+def _failure_event() -> dict[str, Any]:
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        failure = Failure()
+    return {
+        "log_format": "Unexpected error handling {verb}",
+        "verb": "LIST",
+        "log_failure": failure,
+        "log_namespace": "exftp",
+        "log_level": LogLevel.critical,
+        "log_time": 1764601202.5,
+    }
+
+
+def test_text_lines_are_twisteds() -> None:
+    events = [*_EVENTS, _failure_event()]
+    ours, theirs = io.StringIO(), io.StringIO()
+    observer, reference = log_observer(ours, "text"), textFileLogObserver(theirs)
+    for event in events:
+        observer(dict(event))
+        reference(dict(event))
+    assert ours.getvalue() == theirs.getvalue()
+    assert "ZeroDivisionError" in ours.getvalue() and "Login of 'ann' from 192.0.2.7" in ours.getvalue()
+
+
+def test_json_lines() -> None:
+    out = io.StringIO()
+    log_observer(out, "json")(dict(_EVENTS[0]))
+    (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["user"] == "ann" and record["log_format"] == "Login of {user!r} from {peer}"
+
+
+def test_each_second_is_formatted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float | None] = []
+
+    def counting(when: float | None) -> str:
+        calls.append(when)
+        return f"<{when}>"
+
+    monkeypatch.setattr("exftp._logging.formatTime", counting)
+    clock = _SecondClock()
+    stamps = [clock(when) for when in (100.1, 100.9, 101.0, 101.5, None, 102.2)]
+    assert stamps == ["<100.1>", "<100.1>", "<101.0>", "<101.0>", "<None>", "<102.2>"]
+    assert calls == [100.1, 101.0, None, 102.2]
+
+
+@pytest.fixture
+def no_sigusr1_handler() -> Iterator[None]:
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+class _ImmediateReactor:
+    def callFromThread(self, function: Any, *args: Any) -> None:
+        function(*args)
+
+
+def test_sigusr1_rotates_a_log_file(tmp_path: Path, no_sigusr1_handler: None) -> None:
+    log_file = LogFile.fromFullPath(str(tmp_path / "exftp.log"))
+    observer = log_observer(log_file, "text")
+    rotate_on_sigusr1(_ImmediateReactor(), log_file)
+    observer(dict(_EVENTS[0]))
+    os.kill(os.getpid(), signal.SIGUSR1)
+    observer(dict(_EVENTS[2]))
+    log_file.close()
+    assert "Login of 'ann'" in (tmp_path / "exftp.log.1").read_text()
+    assert "two\n\tlines" in (tmp_path / "exftp.log").read_text()
+
+
+def test_standard_output_and_other_handlers_are_left_alone(tmp_path: Path, no_sigusr1_handler: None) -> None:
+    rotate_on_sigusr1(_ImmediateReactor(), io.StringIO())
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+    def mine(signum: int, frame: Any) -> None:
+        return None
+
+    signal.signal(signal.SIGUSR1, mine)
+    log_file = LogFile.fromFullPath(str(tmp_path / "exftp.log"))
+    rotate_on_sigusr1(_ImmediateReactor(), log_file)
+    log_file.close()
+    assert signal.getsignal(signal.SIGUSR1) is mine
