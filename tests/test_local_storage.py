@@ -376,8 +376,23 @@ class BackpressureTests(FileStorageTestCase):
         assert "pause" not in producer.events
         assert self.read_local(self.local("/up")) == b"a" + b"b" * 4096
 
+    async def test_short_writes_keep_every_byte_in_order(self) -> None:
+        real_writev = os.writev
+
+        def short_writev(fd: int, buffers: list[Any]) -> int:
+            # A file system that takes at most 1,000 bytes per call.
+            return real_writev(fd, [b"".join(bytes(buffer) for buffer in buffers)[:1000]])
+
+        self.patch(_local.os, "writev", short_writev)
+        chunks = [os.urandom(size) for size in (1, 2500, 0, 4096, 999)]
+        target = await self.storage.open_write(P("/short"), WriteMode.TRUNCATE, 0)
+        for chunk in chunks:
+            target.write(chunk)
+        await target.finish()
+        assert self.read_local(self.local("/short")) == b"".join(chunks)
+
     async def test_write_error_stops_the_producer_and_fails_finish(self) -> None:
-        def no_space(self: Any, data: bytes) -> None:
+        def no_space(self: Any, chunks: list[bytes], size: int) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
         self.patch(_local._FileWriter, "_write_all", no_space)
