@@ -105,7 +105,8 @@ def _transfer_client(host: str, port: int, user: str, password: str, path: str) 
         error_text = f"{type(error).__name__}: {error}"
         return {"ok": False, "error": error_text, "end": time.monotonic(), "start": started, "retries": retries[0]}
     return {
-        "ok": True, "bytes": received[0], "retr_seconds": retr_seconds, "listed": len(lines),
+        "ok": True, "bytes": received[0], "retr_seconds": retr_seconds, "retr_start": retr_started,
+        "listed": len(lines),
         "start": started, "end": time.monotonic(), "retries": retries[0],
     }  # fmt: skip
 

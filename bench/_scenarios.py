@@ -38,15 +38,20 @@ class Sizes:
     list_entries: int
     early_closes: int
     s3_sizes: tuple[int, ...]
+    #: Transfers per server in each round of scenarios 1 and 2: a single 1 GiB
+    #: transfer on loopback varies by +-30% from one to the next.
+    transfers: int
 
 
 FULL = Sizes(
     big=1024 * MiB, medium=10 * MiB, clients=200, client_processes=4, logins=2000, login_workers=20,
     idle_sessions=500, list_entries=10_000, early_closes=4, s3_sizes=(256 * MiB, 1024 * MiB),
+    transfers=3,
 )  # fmt: skip
 QUICK = Sizes(
     big=128 * MiB, medium=1 * MiB, clients=50, client_processes=2, logins=400, login_workers=20,
     idle_sessions=100, list_entries=10_000, early_closes=2, s3_sizes=(32 * MiB, 128 * MiB),
+    transfers=2,
 )  # fmt: skip
 
 
@@ -172,11 +177,18 @@ def _each_round(ctx: Context, metric: Metric, servers: dict[str, Server]) -> Ite
                 yield round_number, name, servers[name]
 
 
+def _each_transfer(ctx: Context, metric: Metric, servers: dict[str, Server]) -> Iterator[tuple[int, str, Server]]:
+    """L{_each_round}, with C{ctx.sizes.transfers} transfers in a row by each server."""
+    for round_number, name, server in _each_round(ctx, metric, servers):
+        for _ in range(ctx.sizes.transfers):
+            yield round_number, name, server
+
+
 def retr(ctx: Context) -> list[Metric]:
     size = ctx.sizes.big
     metric = Metric("retr", f"1. RETR {size // MiB} MiB, one curl client", "MB/s", "higher")
     with running(ctx, "retr") as servers:
-        for _round_number, name, server in _each_round(ctx, metric, servers):
+        for _round_number, name, server in _each_transfer(ctx, metric, servers):
             timeout = max(60.0, size / (20 * MB))
             arguments = ["-o", "/dev/null", server.url("big.bin")]
             result, cpu = _measured(server, lambda a=arguments, t=timeout: _clients.curl(a, t))
@@ -192,7 +204,7 @@ def stor(ctx: Context) -> list[Metric]:
     metric = Metric("stor", f"2. STOR {size // MiB} MiB, one curl client", "MB/s", "higher")
     source = ctx.root / "big.bin"
     with running(ctx, "stor") as servers:
-        for round_number, name, server in _each_round(ctx, metric, servers):
+        for round_number, name, server in _each_transfer(ctx, metric, servers):
             target = ctx.root / "upload" / f"stor-{name}-{round_number}.bin"
             os.sync()  # start each upload with no write-back pending from the one before
             timeout = max(60.0, size / (10 * MB))
@@ -212,6 +224,29 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def _listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (all sockets)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
+
+
+def _in_flight(outputs: list[dict[str, Any]]) -> int:
+    """
+    How many RETRs ran at the same time, as the median over RETRs of those
+    running at each one's midpoint: a server that lets clients reach RETR
+    sooner runs more at once, and each takes longer (the same bytes shared).
+    """
+    spans = [(o["retr_start"], o["retr_start"] + o["retr_seconds"]) for o in outputs]
+    counts = [sum(start <= (a + b) / 2 <= end for start, end in spans) for a, b in spans]
+    return round(_percentile([float(c) for c in counts], 0.5))
+
+
 def many_clients(ctx: Context) -> list[Metric]:
     sizes = ctx.sizes
     label = f"3. {sizes.clients} clients: login, LIST, RETR {sizes.medium // MiB} MiB, QUIT"
@@ -221,12 +256,19 @@ def many_clients(ctx: Context) -> list[Metric]:
     with running(ctx, "clients") as servers:
         for round_number, name, server in _each_round(ctx, wall, servers):
             arguments = (HOST, server.port, ctx.user, ctx.password, "med.bin")
+            overflows = _listen_overflows()
             (seconds, outputs), cpu = _measured(
                 server,
                 lambda a=arguments: _clients.run_concurrent(
                     "transfer", sizes.clients, sizes.client_processes, a, timeout=600
                 ),
             )
+            overflows = _listen_overflows() - overflows
+            if overflows:
+                wall.notes.append(
+                    f"{name} round {round_number + 1}: {overflows} connection attempts dropped by a full "
+                    "listen queue (the client's SYN is sent again after 1 s)"
+                )
             good = [o for o in outputs if o["ok"] and o["bytes"] == sizes.medium]
             if len(good) != sizes.clients:
                 errors = sorted({o.get("error", "short transfer") for o in outputs if o not in good})
@@ -242,6 +284,7 @@ def many_clients(ctx: Context) -> list[Metric]:
                     f"{_clients.GREETING_TIMEOUT:.0f}s and were made again (listen queue overflow)"
                 )
             latencies = [o["retr_seconds"] for o in good]
+            p50.notes.append(f"{name} round {round_number + 1}: {_in_flight(good)} RETRs running at once (median)")
             wall.add(name, seconds, cpu)
             p50.add(name, _percentile(latencies, 0.5))
             p99.add(name, _percentile(latencies, 0.99))
