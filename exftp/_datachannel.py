@@ -204,9 +204,11 @@ class DataConnection(Protocol):
 _PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT, errno.ECONNABORTED})
 #: Bytes read from an upload's socket at a time.
 _RECEIVE_SIZE = 256 * 1024
-#: Bytes sent with sendfile in one writable event at most, so that one fast
-#: download does not starve the other sessions.
-_SENDFILE_BURST = 4 * 1024 * 1024
+#: Bytes sent with sendfile in one writable event at most (pyftpdlib's size).
+#: Sessions take turns finely, and a reader on loopback is fed steadily: with
+#: 4 MiB a call, curl downloaded at 0.63-0.88x of pyftpdlib's rate in bench
+#: runs, with 64 KiB at 0.91-1.06x, for the same server CPU.
+_SENDFILE_BURST = 64 * 1024
 
 
 @implementer(IWriteDescriptor)
