@@ -3,9 +3,10 @@ The log observers that C{twistd exftp} gives twistd: text lines exactly as
 twistd writes them, or JSON, and rotation of a log file on SIGUSR1.
 
 twistd's own text observer formats the timestamp of every event anew (a
-time-zone lookup and an C{strftime}, about a third of the cost of a log
-line); a server that logs each connection and login does that thousands of
-times a second, always for the same second.
+time-zone lookup and an C{strftime}) and the text with a pure-Python
+C{string.Formatter}; a server that logs each connection and login does that
+thousands of times a second. This one formats each second once and the text
+with C{str.format_map}, leaving to Twisted what only Twisted formats.
 """
 
 from __future__ import annotations
@@ -40,11 +41,34 @@ class _SecondClock:
         return self._text
 
 
+def _system(event: LogEvent) -> str:
+    """The C{[SYSTEM]} part of a line: C{log_system}, else C{NAMESPACE#LEVEL}."""
+    system = event.get("log_system")
+    if system is not None:
+        return str(system)
+    level = event.get("log_level")
+    return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+
+
 def text_observer(out: IO[str]) -> ILogObserver:
     """Classic twistd text lines (C{TIME [SYSTEM] TEXT}, tracebacks included) written to C{out}."""
     clock = _SecondClock()
 
     def line(event: LogEvent) -> str | None:
+        log_format = event.get("log_format")
+        if type(log_format) is str and "log_failure" not in event and "log_flattened" not in event:
+            # str.format_map formats what Twisted's own formatter does (a
+            # pure-Python string.Formatter, most of the cost of a line); what
+            # it cannot (a "{callable()}" field, a missing key) is left to
+            # Twisted, which also describes an event it cannot format.
+            try:
+                text = log_format.format_map(event)
+            except Exception:
+                pass
+            else:
+                if not text:
+                    return None
+                return f"{clock(event.get('log_time'))} [{_system(event)}] {text}".replace("\n", "\n\t") + "\n"
         return formatEventAsClassicLogText(event, formatTime=clock)
 
     return FileLogObserver(out, line)

@@ -20,6 +20,12 @@ from twisted.python.logfile import LogFile
 
 from exftp._logging import _SecondClock, log_observer, rotate_on_sigusr1
 
+
+class _Peer:
+    host = "192.0.2.9"
+    port = 21
+
+
 _EVENTS: list[dict[str, Any]] = [
     {
         "log_format": "Login of {user!r} from {peer}",
@@ -32,6 +38,15 @@ _EVENTS: list[dict[str, Any]] = [
     {"log_format": "legacy line", "log_system": "HTTPChannel,3,127.0.0.1", "log_time": 1764601200.75},
     {"log_format": "two\nlines", "log_namespace": "exftp", "log_level": LogLevel.warn, "log_time": 1764601201.0},
     {"log_format": "no time", "log_namespace": "exftp", "log_level": LogLevel.info},
+    {"log_format": "{peer.host}:{peer.port:05d} {size:,} {name!r:>8}", "peer": _Peer(), "size": 1234567,
+     "name": "a b", "log_namespace": "exftp", "log_level": LogLevel.debug, "log_time": 1764601203.0},
+    {"log_format": "called {answer()}", "answer": lambda: 42, "log_time": 1764601203.5},
+    {"log_format": "missing {nothing}", "log_namespace": "exftp", "log_time": 1764601204.0},
+    {"log_format": "positional {}", "log_time": 1764601204.0},
+    {"log_format": b"bytes format {n}", "n": 1, "log_time": 1764601204.0},
+    {"log_format": "", "log_time": 1764601204.0},
+    {"log_format": "system with\na break", "log_system": "odd\nsystem", "log_time": 1764601205.0},
+    {"message": ("no format",), "log_time": 1764601205.0},
 ]
 
 
@@ -118,3 +133,20 @@ def test_standard_output_and_other_handlers_are_left_alone(tmp_path: Path, no_si
     rotate_on_sigusr1(_ImmediateReactor(), log_file)
     log_file.close()
     assert signal.getsignal(signal.SIGUSR1) is mine
+
+
+def test_plain_events_skip_twisteds_formatter(monkeypatch: pytest.MonkeyPatch) -> None:
+    handed_over: list[dict[str, Any]] = []
+
+    def twisted_format(event: dict[str, Any], formatTime: Any) -> str:
+        handed_over.append(event)
+        return "from Twisted\n"
+
+    monkeypatch.setattr("exftp._logging.formatEventAsClassicLogText", twisted_format)
+    out = io.StringIO()
+    observer = log_observer(out, "text")
+    observer(dict(_EVENTS[0]))  # formatted here
+    observer({"log_format": "called {answer()}", "answer": lambda: 42})  # only Twisted calls
+    observer(_failure_event())  # tracebacks are Twisted's
+    assert out.getvalue().splitlines()[0].endswith("[exftp#info] Login of 'ann' from 192.0.2.7")
+    assert [event["log_format"] for event in handed_over] == ["called {answer()}", "Unexpected error handling {verb}"]
