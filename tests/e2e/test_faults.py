@@ -419,11 +419,11 @@ _original = _local._FileWriter._write_all
 _errno = getattr(errno, os.environ["EXFTP_TEST_ERRNO"])
 
 
-def _write_all(self, data):
-    self.written = getattr(self, "written", 0) + len(data)
+def _write_all(self, chunks, size):
+    self.written = getattr(self, "written", 0) + size
     if self.written > 1024 * 1024:
         raise OSError(_errno, os.strerror(_errno))
-    _original(self, data)
+    _original(self, chunks, size)
 
 
 _local._FileWriter._write_all = _write_all
