@@ -41,7 +41,7 @@ ALL_SERVERS = ["exftp", "pyftpdlib", "vsftpd"]
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and 2 rounds (a smoke run)")
-    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3, or 2 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 5, or 2 with --quick)")
     parser.add_argument(
         "--servers", default=",".join(ALL_SERVERS), help="comma-separated subset of " + ",".join(ALL_SERVERS)
     )
@@ -164,7 +164,7 @@ def markdown(metrics: list[_scenarios.Metric], servers: list[str], info: dict[st
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     sizes = _scenarios.QUICK if args.quick else _scenarios.FULL
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = args.rounds or (2 if args.quick else 5)
     wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in ALL_SERVERS] + [s for s in scenarios if s not in _scenarios.SCENARIOS]
