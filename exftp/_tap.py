@@ -526,6 +526,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(f"--log-format {self['log-format']}: use text or json")
         if self["log-format"] == "json" and self._twistd_option("syslog"):
             raise usage.UsageError("--log-format json cannot be sent to syslog; use --logfile")
+        if self._twistd_option("logfile") == "-" and not self._twistd_option("nodaemon"):
+            # twistd's own refusal, which it no longer reaches once exftp gives it the log observer.
+            raise usage.UsageError("a daemon cannot log to standard output: use -n, or --logfile FILE")
 
     def _twistd_option(self, name: str) -> Any:
         """An option of twistd itself (C{logfile}, C{nodaemon}...), or C{None} outside twistd."""

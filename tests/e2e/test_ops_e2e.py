@@ -10,6 +10,7 @@ from __future__ import annotations
 import ftplib
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -328,3 +329,18 @@ def test_sigusr1_rotates_the_log_file(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(DEADLINE)
+
+
+def test_a_daemon_cannot_log_to_standard_output(tmp_path: Path) -> None:
+    pidfile = tmp_path / "exftp.pid"
+    try:
+        result = run_twistd(
+            "--pidfile", str(pidfile), "--logfile", "-", "exftp",
+            "--port", "tcp:0:interface=127.0.0.1", "--root", str(tmp_path), timeout=30,
+        )  # fmt: skip
+        text = result.stdout + result.stderr
+        assert result.returncode != 0 and "a daemon cannot log to standard output" in text, text
+        assert "Traceback" not in text
+    finally:
+        if pidfile.exists():  # the refusal failed and a daemon started: stop it
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
