@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from . import _listing
 from ._commands import Command, format_host_port, parse_command, parse_eprt, parse_host_port, parse_list_argument
+from ._coroutines import start
 from ._datachannel import (
     ActiveChannel,
     AsciiReceivingFile,
@@ -315,9 +316,18 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             return
         revalidate = RULES[verb].access is Access.LOGGED_IN
         self._busy = True
-        self._running = Deferred.fromCoroutine(self._run(handler, cmd, revalidate))
-        self._running.addErrback(self._unexpected, cmd)
-        self._running.addBoth(self._next)
+        try:
+            # Most commands finish at once: no Deferred is made for those.
+            running = start(self._run(handler, cmd, revalidate))
+        except Exception:
+            self._unexpected(Failure(), cmd)
+            running = None
+        if running is None:
+            self._next(None)
+            return
+        self._running = running
+        running.addErrback(self._unexpected, cmd)
+        running.addBoth(self._next)
 
     def _run_immediate(self, handler: Handler, cmd: Command) -> None:
         Deferred.fromCoroutine(self._run(handler, cmd, False)).addErrback(self._unexpected, cmd)
