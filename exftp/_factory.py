@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ._defender import Defender
@@ -18,6 +19,10 @@ from ._interfaces import IAuthenticator, IStorageFactory
 from ._protocol import FTPProtocol
 from ._proxy import IPNetwork
 from ._tls import TLSPolicy, TLSSettings
+
+#: Seconds between checks of the sessions' idle timeouts and login deadlines:
+#: one timer for the server instead of two per session (one reset per line).
+SWEEP_INTERVAL = 1.0
 
 _log = Logger(namespace="exftp")
 _DEFAULT: Any = object()
@@ -126,6 +131,7 @@ class FTPFactory(ServerFactory):
         self.sessions: set[FTPProtocol] = set()
         self.passive_listeners = 0
         self._per_address: Counter[str] = Counter()
+        self._sweeper: LoopingCall | None = None
 
     def admit(self, session: FTPProtocol) -> str | None:
         """
@@ -142,7 +148,17 @@ class FTPFactory(ServerFactory):
             return "Too many connections from your address; try again later."
         self.sessions.add(session)
         self._per_address[address] += 1
+        if self._sweeper is None and (self.idle_timeout or self.login_timeout):
+            self._sweeper = LoopingCall(self._sweep)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(SWEEP_INTERVAL, now=False)
         return None
+
+    def _sweep(self) -> None:
+        """Close the sessions past their idle timeout or login deadline."""
+        now = self.reactor.seconds()
+        for session in list(self.sessions):
+            session.check_deadlines(now)
 
     def release(self, session: FTPProtocol) -> None:
         """Forget a control connection that L{admit} registered."""
@@ -152,6 +168,9 @@ class FTPFactory(ServerFactory):
             self._per_address[address] -= 1
             if self._per_address[address] <= 0:
                 del self._per_address[address]
+            if not self.sessions and self._sweeper is not None:
+                self._sweeper.stop()
+                self._sweeper = None
 
     def login_failed(self, address: str | None) -> bool:
         """

@@ -18,7 +18,6 @@ from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -129,7 +128,7 @@ class _Transfer:
         return TransferAborted()
 
 
-class FTPProtocol(LineReceiver, TimeoutMixin):
+class FTPProtocol(LineReceiver):
     """
     One FTP control connection.
 
@@ -168,7 +167,10 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         self._discarding = False
         self._closing = False
         self._control_closing = False
-        self._login_timer: Any = None
+        #: When the last command line arrived or the last transfer ended (idle timeout).
+        self._last_activity = 0.0
+        #: When the connection was made (login deadline).
+        self._connected_at = 0.0
         #: Fires when the control connection is gone and its clean-up is done.
         self.closed: Deferred[None] = Deferred()
 
@@ -177,7 +179,6 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
     def connectionMade(self) -> None:
         factory = self.factory
         self.MAX_LENGTH = factory.max_line_length
-        self.callLater = factory.reactor.callLater  # type: ignore[method-assign]
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer_host = unmapped(getattr(peer, "host", None))
         #: The address the client connected to (IPv4 for IPv4 clients of a dual-stack listener).
@@ -196,26 +197,26 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:
             no_delay(True)  # replies are small and must not wait for Nagle
-        self.setTimeout(factory.idle_timeout or None)
-        if factory.login_timeout:
-            self._login_timer = factory.reactor.callLater(factory.login_timeout, self._login_expired)
+        self._connected_at = self._last_activity = factory.reactor.seconds()
         self.reply(Reply.SERVICE_READY, factory.banner)
 
-    def _login_expired(self) -> None:
-        self._login_timer = None
-        if not self.state.logged_in:
+    def check_deadlines(self, now: float) -> None:
+        """
+        Close the session (421) if it has not logged in within the login
+        timeout, or has sent nothing for the idle timeout outside a transfer;
+        the factory calls this every L{SWEEP_INTERVAL<exftp._factory.SWEEP_INTERVAL>} seconds.
+        """
+        if self._disconnected or self._control_closing:
+            return
+        factory = self.factory
+        if factory.login_timeout and not self.state.logged_in and now - self._connected_at >= factory.login_timeout:
             self.reply(Reply.SERVICE_NOT_AVAILABLE, "Login timeout: closing control connection.")
             self._close_control()
-
-    def _cancel_login_timer(self) -> None:
-        if self._login_timer is not None and self._login_timer.active():
-            self._login_timer.cancel()
-        self._login_timer = None
+        elif factory.idle_timeout and self._transfer is None and now - self._last_activity >= factory.idle_timeout:
+            self.timeoutConnection()
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._disconnected = True
-        self.setTimeout(None)
-        self._cancel_login_timer()
         if self.session is not None:
             self.emit(Action.LOGOUT, True, Reply.CLOSING_CONTROL_CONNECTION)
         self.factory.release(self)
@@ -278,7 +279,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
             self.factory.reactor.callLater(0, self.dataReceived, b"")
 
     def lineReceived(self, line: bytes) -> None:
-        self.resetTimeout()
+        self._last_activity = self.factory.reactor.seconds()
         if self._discarding:
             self._discarding = False
             return
@@ -496,7 +497,6 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
         timeout, watch for a stall, and release the channel at the end.
         """
         transfer = self._transfer = _Transfer(channel, self.factory.reactor.seconds())
-        self.setTimeout(None)
         watchdog = self._watch(transfer)
         try:
             self.reply(Reply.FILE_STATUS_OK, opening)
@@ -512,8 +512,7 @@ class FTPProtocol(LineReceiver, TimeoutMixin):
                 watchdog.stop()
             channel.close()
             self._transfer = None
-            if not self._disconnected:
-                self.setTimeout(self.factory.idle_timeout or None)
+            self._last_activity = self.factory.reactor.seconds()  # idle from the end of the transfer
 
     def _watch(self, transfer: _Transfer) -> LoopingCall | None:
         """Abort C{transfer} when no byte moves for C{stalled_timeout} seconds."""
@@ -717,7 +716,6 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     proto.session, proto.storage = session, storage
     proto.state.username = None
     proto.state.logged_in = True
-    proto._cancel_login_timer()
     proto.emit(Action.LOGIN, True, Reply.USER_LOGGED_IN)
     proto.cwd = VirtualPath.root()
     _log.info("Login of {user!r} from {peer}", user=session.username, peer=proto.peer_host)

@@ -556,6 +556,25 @@ class RobustnessTests(SynchronousTestCase):
         self.assertEqual(client.replies()[0][:4], "421 ")
         self.assertTrue(client.transport.disconnecting)
 
+    def test_idle_timeout_counts_from_the_last_command(self) -> None:
+        client = _Client(idle_timeout=30)
+        client.login()
+        client.reactor.advance(20)
+        self.assertEqual(client.send("NOOP")[0][:4], "200 ")
+        client.reactor.advance(25)  # 45 s after login, 25 s after the NOOP
+        self.assertEqual(client.replies(), [])
+        self.assertFalse(client.transport.disconnecting)
+        client.reactor.advance(6)
+        self.assertEqual(client.replies()[0][:4], "421 ")
+
+    def test_one_timer_for_all_sessions_and_none_once_they_are_gone(self) -> None:
+        first = _Client(idle_timeout=30, login_timeout=10)
+        others = [_Client(same_server=first) for _ in range(3)]
+        self.assertEqual(len(first.reactor.getDelayedCalls()), 1)
+        for client in [first, *others]:
+            client.proto.connectionLost(Failure(internet_error.ConnectionDone()))
+        self.assertEqual(first.reactor.getDelayedCalls(), [])
+
     def test_shutdown_sends_421(self) -> None:
         client = _Client()
         client.login()
