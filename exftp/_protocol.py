@@ -317,21 +317,30 @@ class FTPProtocol(LineReceiver):
             return
         revalidate = RULES[verb].access is Access.LOGGED_IN
         self._busy = True
-        try:
-            # Most commands finish at once: no Deferred is made for those.
-            running = start(self._run(handler, cmd, revalidate))
-        except Exception:
-            self._unexpected(Failure(), cmd)
-            running = None
+        running = self._start(handler, cmd, revalidate)
         if running is None:
             self._next(None)
             return
         self._running = running
-        running.addErrback(self._unexpected, cmd)
         running.addBoth(self._next)
 
     def _run_immediate(self, handler: Handler, cmd: Command) -> None:
-        Deferred.fromCoroutine(self._run(handler, cmd, False)).addErrback(self._unexpected, cmd)
+        self._start(handler, cmd, False)
+
+    def _start(self, handler: Handler, cmd: Command, revalidate: bool) -> Deferred[None] | None:
+        """
+        Run a command; C{None} once it is done (most commands finish at once,
+        and no Deferred is made for those), else a Deferred for the rest of it.
+        An unexpected error is answered 451 either way.
+        """
+        try:
+            running = start(self._run(handler, cmd, revalidate))
+        except Exception:
+            self._unexpected(Failure(), cmd)
+            return None
+        if running is not None:
+            running.addErrback(self._unexpected, cmd)
+        return running
 
     async def _still_valid(self) -> bool:
         """
