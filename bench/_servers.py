@@ -91,6 +91,8 @@ class Server:
     name = ""
     #: Whether sessions live in child processes (memory and CPU summed over the tree).
     forks = False
+    #: The log line that says the server is ready, with its port (none by default).
+    _READY: re.Pattern[str] = re.compile(r"(?!)")
 
     def __init__(self, workdir: Path, root: Path, user: str, password: str) -> None:
         self.workdir = workdir
@@ -115,6 +117,15 @@ class Server:
                 command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         return self.process
+
+    def _spawn_until_ready(self, command: list[str], env: dict[str, str] | None = None) -> None:
+        """Start C{command} and take the port from its C{_READY} log line; stop it if none comes."""
+        process = self._spawn(command, env)
+        try:
+            self.port = int(_wait_for_line(self.log, self._READY, process)["port"])
+        except ServerError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -147,7 +158,7 @@ class Exftp(Server):
     name = "exftp"
     #: The exftp source tree to run (another checkout, to compare before and after a change).
     tree = REPO
-    #: A listen backlog to ask for (C{None}: Twisted's default, 50).
+    #: A listen backlog to ask for (C{None}: exftp's default, 1024).
     backlog: int | None = None
     _READY = re.compile(r"exftp listening on (?P<host>\S+):(?P<port>\d+)\s*$")
 
@@ -178,12 +189,7 @@ class Exftp(Server):
         env["PYTHONPATH"] = os.pathsep.join([str(self.tree), *filter(None, [env.get("PYTHONPATH")])])
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
-        process = self._spawn(command, env)
-        try:
-            self.port = int(_wait_for_line(self.log, self._READY, process)["port"])
-        except ServerError:
-            self.stop()
-            raise
+        self._spawn_until_ready(command, env)
         return self
 
 
@@ -205,12 +211,7 @@ class Pyftpdlib(Server):
     def start(self) -> Pyftpdlib:
         script = Path(__file__).with_name("_pyftpd.py")
         command = [sys.executable, str(script), str(self.root), self.user, self.password, str(self.log)]
-        process = self._spawn(command)
-        try:
-            self.port = int(_wait_for_line(self.log, self._READY, process)["port"])
-        except ServerError:
-            self.stop()
-            raise
+        self._spawn_until_ready(command)
         return self
 
 

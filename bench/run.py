@@ -57,7 +57,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--exftp-tree", type=Path, help="run exftp from this source tree instead of this checkout (before/after)"
     )
-    parser.add_argument("--exftp-backlog", type=int, help="listen backlog for exftp's port (default: Twisted's, 50)")
+    parser.add_argument("--exftp-backlog", type=int, help="listen backlog for exftp's port (default: exftp's, 1024)")
     parser.add_argument(
         "--profile", action="store_true", help="record a py-spy profile of exftp in each scenario (needs py-spy)"
     )
