@@ -5,6 +5,7 @@ shutdown on SIGTERM, and sessions that must not disturb one another.
 
 from __future__ import annotations
 
+import ftplib
 import hashlib
 import io
 import os
@@ -147,6 +148,17 @@ def test_idle_connection_before_login_gets_421(impatient: FTPServer) -> None:
         assert control.greeting.code == 220
         assert control.reply().code == 421
         assert control.at_eof()
+
+
+def test_client_that_never_logs_in_gets_421_at_the_login_deadline(start_server: Callable[..., FTPServer]) -> None:
+    server = start_server("--auth", AUTH, "--login-timeout", "1")
+    client = ftplib.FTP()
+    client.connect(server.host, server.port, timeout=10)
+    client.sendcmd("USER alice")  # a command, but no login: the deadline still runs
+    with pytest.raises(ftplib.error_temp, match="421 Login timeout"):
+        client.getresp()
+    assert client.sock is not None and client.sock.recv(1) == b""  # and closed
+    client.close()
 
 
 def test_slow_upload_is_not_cut_by_idle_timeout(impatient: FTPServer) -> None:
