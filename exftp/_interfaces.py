@@ -27,10 +27,13 @@ class FileKind(enum.Enum):
     SYMLINK = "symlink"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FileInfo:
     """
     What a storage knows about one entry.
+
+    Not frozen: storages build one per entry of every listing, and a frozen
+    dataclass costs four times as much to build.
 
     @ivar name: the entry's name (the last path segment).
     @ivar kind: file, directory or symbolic link.

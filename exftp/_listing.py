@@ -19,18 +19,23 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _TYPE_LETTER = {FileKind.FILE: "-", FileKind.DIRECTORY: "d", FileKind.SYMLINK: "l"}
 
 
-_MODE_STRINGS: dict[tuple[FileKind, int], str] = {}
+#: Mode columns already built, by kind and permission bits.
+_MODE_STRINGS: dict[FileKind, dict[int, str]] = {kind: {} for kind in FileKind}
+_FILE_MODES, _DIRECTORY_MODES = _MODE_STRINGS[FileKind.FILE], _MODE_STRINGS[FileKind.DIRECTORY]
 
 
 def mode_string(info: FileInfo) -> str:
     """The ten-character mode column, e.g. C{drwxr-xr-x}."""
-    key = (info.kind, info.permissions & 0o777)
-    text = _MODE_STRINGS.get(key)
+    kind, permissions = info.kind, info.permissions & 0o777
+    # Tested by identity first: hashing an Enum member runs Python code, once per entry.
+    if kind is FileKind.FILE:
+        table = _FILE_MODES
+    else:
+        table = _DIRECTORY_MODES if kind is FileKind.DIRECTORY else _MODE_STRINGS[kind]
+    text = table.get(permissions)
     if text is None:
-        bits = "".join(
-            letter if info.permissions & (1 << (8 - index)) else "-" for index, letter in enumerate("rwxrwxrwx")
-        )
-        text = _MODE_STRINGS[key] = _TYPE_LETTER[info.kind] + bits
+        bits = "".join(letter if permissions & (1 << (8 - index)) else "-" for index, letter in enumerate("rwxrwxrwx"))
+        text = table[permissions] = _TYPE_LETTER[kind] + bits
     return text
 
 
@@ -73,9 +78,15 @@ def _column(text: str) -> str:
 
 def list_line(info: FileInfo, now: float) -> str:
     """One line of a LIST reply, without its line ending."""
-    return (
-        f"{mode_string(info)} {info.links:4d} {_column(info.owner)} {_column(info.group)} "
-        f"{info.size:8d} {date_string(info.mtime, now)} {info.name}"
+    # printf-style: padding ints this way costs a third less than format specs.
+    return "%s %4d %s %s %8d %s %s" % (  # noqa: UP031
+        mode_string(info),
+        info.links,
+        _column(info.owner),
+        _column(info.group),
+        info.size,
+        date_string(info.mtime, now),
+        info.name,
     )
 
 
@@ -91,7 +102,7 @@ def format_list(entries: Iterable[FileInfo], now: float) -> bytes:
     Names that are not valid Unicode (undecodable bytes on disk) are shown with
     replacement characters rather than failing the whole listing.
     """
-    return "".join(list_line(e, now) + "\r\n" for e in entries if _safe(e.name)).encode("utf-8", "replace")
+    return "".join([f"{list_line(e, now)}\r\n" for e in entries if _safe(e.name)]).encode("utf-8", "replace")
 
 
 def format_nlst(entries: Iterable[FileInfo]) -> bytes:

@@ -342,6 +342,23 @@ class SpecialFileTests(FileStorageTestCase):
         assert format_list([entry], 0).endswith(b" caf?\r\n")
 
 
+class EntryTests(FileStorageTestCase):
+    async def test_entries_carry_what_stat_says(self) -> None:
+        self.write_local(self.local("/a.txt"), b"12345")
+        os.chmod(self.local("/a.txt"), 0o4640)
+        os.mkdir(self.local("/sub"))
+        os.link(self.local("/a.txt"), self.local("/b.txt"))
+        a, b, sub = await self.storage.list(VirtualPath.root())
+        st = os.stat(self.local("/a.txt"))
+        assert (a.name, a.kind, a.size, a.permissions, a.links, a.mtime) == (
+            "a.txt", FileKind.FILE, 5, 0o4640, 2, st.st_mtime
+        )
+        assert a.unique == f"{st.st_dev:x}g{st.st_ino:x}" == b.unique  # hard links are one object
+        assert (sub.kind, sub.size, sub.permissions & 0o700) == (FileKind.DIRECTORY, 0, 0o700)
+        assert sub.unique not in (None, a.unique)
+        assert await self.storage.stat(P("/a.txt")) == a
+
+
 class BackpressureTests(FileStorageTestCase):
     """A slow disk pauses the data connection instead of filling memory."""
 

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache, wraps
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -189,19 +190,24 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+_by_name = attrgetter("name")
+
+
 def _info(name: str, result: os.stat_result, kind: FileKind | None = None) -> FileInfo:
+    mode = result.st_mode
     if kind is None:
-        kind = FileKind.DIRECTORY if stat_module.S_ISDIR(result.st_mode) else FileKind.FILE
+        kind = FileKind.DIRECTORY if stat_module.S_ISDIR(mode) else FileKind.FILE
+    # Positional: this runs once per entry of every listing.
     return FileInfo(
-        name=name,
-        kind=kind,
-        size=result.st_size if kind is FileKind.FILE else 0,
-        mtime=result.st_mtime,
-        permissions=stat_module.S_IMODE(result.st_mode),
-        owner=_user_name(result.st_uid),
-        group=_group_name(result.st_gid),
-        links=result.st_nlink,
-        unique=f"{result.st_dev:x}g{result.st_ino:x}",
+        name,
+        kind,
+        result.st_size if kind is FileKind.FILE else 0,
+        result.st_mtime,
+        stat_module.S_IMODE(mode),
+        _user_name(result.st_uid),
+        _group_name(result.st_gid),
+        result.st_nlink,
+        "%xg%x" % (result.st_dev, result.st_ino),  # noqa: UP031 (a third cheaper than an f-string)
     )
 
 
@@ -509,7 +515,7 @@ class FileStorage:
                 except OSError:
                     continue
                 entries.append(info)
-        entries.sort(key=lambda info: info.name)
+        entries.sort(key=_by_name)
         return entries
 
     @_deferred
