@@ -17,7 +17,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from random import Random
 from typing import Any, TypeVar
@@ -456,6 +456,30 @@ class S3UploadTests(MotoMixin, TestCase):
         assert head is not None and "-" not in head["ETag"]
         assert head["Metadata"] == {"exftp-node": self.factory.config.node}
         assert self.open_uploads() == []
+
+    async def test_parts_are_cut_from_the_written_chunks(self) -> None:
+        """
+        Writes of 3 MiB + 1 byte straddle the 5 MiB parts: every part but the
+        last is exactly 5 MiB, the written chunks reach the part unjoined
+        (only those across a boundary are cut), and the object is the bytes written.
+        """
+        sent: list[list[int]] = []
+        real = self.factory.client.upload_part
+
+        async def upload_part(key: str, upload_id: str, number: int, data: Sequence[bytes]) -> str:
+            sent.append([len(chunk) for chunk in data])
+            return await real(key, upload_id, number, data)
+
+        self.factory.client.upload_part = upload_part  # type: ignore[method-assign]
+        upload = await self.storage.open_write(P("/cut"), WriteMode.TRUNCATE, 0)
+        DataConnection(upload)
+        writes = [bytes([index]) * (3 * MiB + 1) for index in range(4)]
+        for data in writes:
+            upload.write(data)
+        await upload.finish()
+        assert sent == [[3 * MiB + 1, 2 * MiB - 1], [MiB + 2, 3 * MiB + 1, MiB - 3], [2 * MiB + 4]]
+        assert self.get("cut") == b"".join(writes)
+        assert upload.held == 0
 
     async def test_multipart_upload_with_bounded_memory(self) -> None:
         """
@@ -932,6 +956,16 @@ class RetryTests(SynchronousTestCase):
         assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKID/")
         assert "/eu-west-1/s3/aws4_request" in authorization
         assert "x-amz-meta-exftp-node" in authorization
+
+    def test_chunked_payloads_are_hashed_and_sent_whole_on_every_try(self) -> None:
+        resource = FakeS3((500, b"<Error><Code>InternalError</Code></Error>"), (200, b""))
+        client, stub, clock = self.client(resource)
+        chunks = [b"a" * 100_000, b"", b"b" * 3, b"c" * 150_000]  # bigger and smaller than a slice; hashed inline
+        self.successResultOf(self.drive(client.put("key", chunks), stub, clock))
+        whole = b"".join(chunks)
+        assert [request[3] for request in resource.requests] == [whole, whole]
+        digest = hashlib.sha256(whole).hexdigest().encode()
+        assert [request[2][b"x-amz-content-sha256"] for request in resource.requests] == [digest, digest]
 
     def test_oversized_answers_are_refused(self) -> None:
         resource = FakeS3((200, b"<ListBucketResult>" + b" " * (17 * MiB) + b"</ListBucketResult>"))

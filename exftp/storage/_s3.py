@@ -661,7 +661,9 @@ class S3Upload:
     in flight and another full part is buffered, the producer (the data
     connection) is paused until a part is done. So the bytes held are at
     most C{part_size * (parts_in_flight + 1)}, plus whatever single write
-    arrived while pausing. L{finish} completes the upload; L{abort}, or any
+    arrived while pausing. The bytes are kept as the chunks that were
+    written, never joined: a part is a list of them, hashed and sent as is
+    (no copy, and no part-sized allocations for the allocator to keep). L{finish} completes the upload; L{abort}, or any
     failure, aborts it, and nothing appears under the key. The producer must
     be a push producer, as the data connection is. A multipart upload is in
     C{journal} while it is open.
@@ -685,7 +687,8 @@ class S3Upload:
         self._metadata = dict(metadata)
         self._part_size = part_size
         self._parts_in_flight = parts_in_flight
-        self._buffer = bytearray()
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
         self._in_flight = 0
         self._in_flight_bytes = 0
         self._tasks: list[Deferred[None]] = []
@@ -703,7 +706,7 @@ class S3Upload:
     @property
     def held(self) -> int:
         """The bytes this upload holds now: buffered, and in parts being sent."""
-        return len(self._buffer) + self._in_flight_bytes
+        return self._buffered + self._in_flight_bytes
 
     # IConsumer
 
@@ -718,7 +721,8 @@ class S3Upload:
     def write(self, data: bytes) -> None:
         if self._closed or self._error is not None:
             return
-        self._buffer += data
+        self._chunks.append(bytes(data))
+        self._buffered += len(data)
         self.peak = max(self.peak, self.held)
         self._start_parts()
         self._flow()
@@ -727,11 +731,23 @@ class S3Upload:
 
     def _start_parts(self) -> None:
         size = self._part_size
-        while len(self._buffer) >= size and self._in_flight < self._parts_in_flight and self._error is None:
-            with memoryview(self._buffer) as view, view[:size] as head:
-                part = bytes(head)
-            del self._buffer[:size]
-            self._launch(part)
+        while self._buffered >= size and self._in_flight < self._parts_in_flight and self._error is None:
+            self._launch(self._take(size))
+
+    def _take(self, size: int) -> list[bytes]:
+        """The first C{size} buffered bytes (or all), as chunks; only a chunk across the end is cut."""
+        part: list[bytes] = []
+        chunks, taken = self._chunks, 0
+        while chunks and taken < size:
+            chunk = chunks.popleft()
+            room = size - taken
+            if len(chunk) > room:
+                chunks.appendleft(chunk[room:])
+                chunk = chunk[:room]
+            part.append(chunk)
+            taken += len(chunk)
+        self._buffered -= taken
+        return part
 
     def _number(self) -> int | None:
         number = self._next_part
@@ -742,16 +758,16 @@ class S3Upload:
         self._next_part += 1
         return number
 
-    def _launch(self, data: bytes) -> None:
+    def _launch(self, data: list[bytes]) -> None:
         number = self._number()
         if number is None:
             return
         self._in_flight += 1
-        self._in_flight_bytes += len(data)
+        self._in_flight_bytes += sum(map(len, data))
         self._tasks.append(Deferred.fromCoroutine(self._send_part(number, data)))
 
-    async def _send_part(self, number: int, data: bytes) -> None:
-        size = len(data)
+    async def _send_part(self, number: int, data: list[bytes]) -> None:
+        size = sum(map(len, data))
         try:
             upload_id = await self._started()
             self._etags[number] = await self._client.upload_part(self._key, upload_id, number, data)
@@ -776,7 +792,7 @@ class S3Upload:
         @param largest_part: the biggest copied part; the bytes are split
             evenly, so every part is at least 5 MiB.
         """
-        if self._next_part != 1 or self._buffer:
+        if self._next_part != 1 or self._buffered:
             raise RuntimeError("copy_from() must come first")
         if length < MIN_PART_SIZE or largest_part < 2 * MIN_PART_SIZE:
             raise ValueError("parts are copied from 5 MiB up, at most largest_part (10 MiB or more) each")
@@ -830,7 +846,7 @@ class S3Upload:
         producer: Any = self._producer
         if producer is None or self._closed:
             return
-        if len(self._buffer) >= self._part_size:
+        if self._buffered >= self._part_size:
             if not self._paused:
                 self._paused = True
                 producer.pauseProducing()
@@ -846,7 +862,7 @@ class S3Upload:
             translated = StorageUnavailable("The storage lost the upload.")
             translated.__cause__ = error
         self._error = translated
-        self._buffer = bytearray()
+        self._drop_buffer()
         if not isinstance(error, CancelledError):
             _log.info("S3 upload of {key} failed: {why}", key=self._key, why=str(error))
         if self._producer is not None:
@@ -865,12 +881,10 @@ class S3Upload:
             if self._error is not None:
                 raise self._error
             if self._upload is None:
-                data, self._buffer = bytes(self._buffer), bytearray()
-                await self._client.put(self._key, data, self._metadata)
+                await self._client.put(self._key, self._take(self._buffered), self._metadata)
                 return
-            if self._buffer:
-                tail, self._buffer = bytes(self._buffer), bytearray()
-                self._launch(tail)
+            if self._buffered:
+                self._launch(self._take(self._buffered))
             for task in list(self._tasks):
                 await task
             if self._error is not None:
@@ -892,12 +906,16 @@ class S3Upload:
         self._closed = True
         await self._discard()
 
+    def _drop_buffer(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+
     async def _discard(self) -> None:
         """Stop the parts in flight and abort the multipart upload, so that no parts are left."""
         if self._discarded:
             return
         self._discarded = True
-        self._buffer = bytearray()
+        self._drop_buffer()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -39,7 +40,7 @@ from zope.interface import implementer
 
 from .._cleanup import check_node, default_node
 from .._httpclient import read_body
-from ._s3signing import EMPTY_SHA256, CredentialSource, NoCredentials, payload_hash, sign
+from ._s3signing import EMPTY_SHA256, CredentialSource, NoCredentials, Payload, chunks_of, payload_hash, sign
 
 _log = Logger(namespace="exftp.s3")
 
@@ -233,9 +234,9 @@ class _Body:
     of a whole part.
     """
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
+    def __init__(self, data: Payload) -> None:
+        self._chunks = deque(chunks_of(data))
+        self.length = sum(map(len, self._chunks))
         self._consumer: IConsumer | None = None
         self._done: Deferred[None] | None = None
         self._offset = 0
@@ -249,19 +250,25 @@ class _Body:
         return self._done
 
     def _write(self) -> None:
-        while not (self._paused or self._stopped) and self._offset < self.length:
-            chunk = self._data[self._offset : self._offset + _BODY_SLICE]
-            self._offset += len(chunk)
-            assert self._consumer is not None
-            self._consumer.write(chunk)
-        if self._offset >= self.length and not self._stopped and self._done is not None and not self._done.called:
+        chunks = self._chunks
+        while not (self._paused or self._stopped) and chunks:
+            chunk = chunks[0]
+            piece = chunk[self._offset : self._offset + _BODY_SLICE]  # the chunk itself when it is small
+            self._offset += len(piece)
+            if self._offset >= len(chunk):
+                chunks.popleft()
+                self._offset = 0
+            if piece:
+                assert self._consumer is not None
+                self._consumer.write(piece)
+        if not chunks and not self._stopped and self._done is not None and not self._done.called:
             self._release()
             self._done.callback(None)
 
     def _release(self) -> None:
         # The connection, cached by the pool, keeps its last request and so
         # this producer: let go of the bytes (a retry makes a new producer).
-        self._data = b""
+        self._chunks = deque()
         self._consumer = None
 
     def pauseProducing(self) -> None:
@@ -402,7 +409,7 @@ class S3Client:
         *,
         query: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: Payload | None = None,
         limit: int = _MAX_XML,
         stream: bool = False,
         error_in_body: bool = False,
@@ -410,7 +417,7 @@ class S3Client:
         """
         Send a request, retrying transient failures.
 
-        @param body: the payload of a PUT or POST.
+        @param body: the payload of a PUT or POST, whole or in chunks.
         @param limit: the largest body read from a successful answer.
         @param stream: return as soon as a successful answer starts, without
             reading its body (the caller must read or discard it).
@@ -460,7 +467,7 @@ class S3Client:
         method: str,
         url: str,
         headers: dict[str, str],
-        body: bytes | None,
+        body: Payload | None,
         digest: str,
         limit: int,
         stream: bool,
@@ -545,8 +552,8 @@ class S3Client:
         _, data = await self.request("GET", key, headers=headers, limit=last - first + 1)
         return data
 
-    async def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> str:
-        """Store C{data} as C{key}; its ETag."""
+    async def put(self, key: str, data: Payload, metadata: Mapping[str, str] | None = None) -> str:
+        """Store C{data} (bytes or chunks of them) as C{key}; its ETag."""
         response, _ = await self.request("PUT", key, headers=_metadata_headers(metadata or {}), body=data)
         return _header(response, "ETag") or ""
 
@@ -630,8 +637,8 @@ class S3Client:
             raise S3Error(200, "MalformedXML", "no UploadId in CreateMultipartUpload answer")
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        """Send part C{number}; its ETag."""
+    async def upload_part(self, key: str, upload_id: str, number: int, data: Payload) -> str:
+        """Send part C{number} (bytes or chunks of them); its ETag."""
         response, _ = await self.request(
             "PUT", key, query=[("partNumber", str(number)), ("uploadId", upload_id)], body=data
         )

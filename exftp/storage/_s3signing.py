@@ -9,8 +9,8 @@ never sends a request here, treq does.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
@@ -26,6 +26,14 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _INLINE_HASH_LIMIT = 256 * 1024
 
 _T = TypeVar("_T")
+
+#: A request body: bytes, or chunks of bytes sent one after another (as an upload's part).
+Payload: TypeAlias = bytes | Sequence[bytes]
+
+
+def chunks_of(body: Payload) -> Sequence[bytes]:
+    """The chunks of C{body}."""
+    return (body,) if isinstance(body, bytes) else body
 
 
 class NoCredentials(Exception):
@@ -105,11 +113,19 @@ def sign(
     return {str(name): str(value) for name, value in request.headers.items()}
 
 
-def payload_hash(reactor: Any, body: bytes) -> Deferred[str]:
+def payload_hash(reactor: Any, body: Payload) -> Deferred[str]:
     """The hex SHA-256 of C{body}, computed in the reactor's thread pool when it is big."""
-    if len(body) <= _INLINE_HASH_LIMIT:
-        return succeed(hashlib.sha256(body).hexdigest())
-    return deferToThreadPool(reactor, reactor.getThreadPool(), lambda: hashlib.sha256(body).hexdigest())
+    chunks = chunks_of(body)
+
+    def digest() -> str:
+        sha = hashlib.sha256()
+        for chunk in chunks:
+            sha.update(chunk)
+        return sha.hexdigest()
+
+    if sum(map(len, chunks)) <= _INLINE_HASH_LIMIT:
+        return succeed(digest())
+    return deferToThreadPool(reactor, reactor.getThreadPool(), digest)
 
 
 class CredentialSource:
