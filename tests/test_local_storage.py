@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ from exftp import (
     VirtualPath,
     WriteMode,
 )
+from exftp._interfaces import IPagedListing
 from exftp._listing import format_list
 from exftp.storage import _local
 from exftp.storage._local import TEMPORARY_PREFIX, storage_error
@@ -357,6 +359,54 @@ class EntryTests(FileStorageTestCase):
         assert (sub.kind, sub.size, sub.permissions & 0o700) == (FileKind.DIRECTORY, 0, 0o700)
         assert sub.unique not in (None, a.unique)
         assert await self.storage.stat(P("/a.txt")) == a
+
+
+class PagedListingTests(FileStorageTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.names = [f"f{index:04d}" for index in range(2 * _local._LIST_PAGE + 5)]
+        for name in reversed(self.names):
+            self.write_local(self.local("/big/" + name), b"x")
+        self.write_local(self.local(f"/big/{TEMPORARY_PREFIX}up"), b"")
+
+    async def pages(self, path: str) -> list[list[str]]:
+        return [[info.name for info in page] async for page in self.storage.list_pages(P(path))]
+
+    async def test_pages_in_name_order(self) -> None:
+        assert IPagedListing.providedBy(self.storage)
+        pages = await self.pages("/big")
+        assert [len(page) for page in pages] == [_local._LIST_PAGE, _local._LIST_PAGE, 5]
+        assert [name for page in pages for name in page] == self.names
+        assert [info.name for info in await self.storage.list(P("/big"))] == self.names
+
+    async def test_pages_are_read_in_worker_threads(self) -> None:
+        threads: list[threading.Thread] = []
+        real = _local._entries
+
+        def entries(*args: Any) -> Any:
+            threads.append(threading.current_thread())
+            return real(*args)
+
+        self.patch(_local, "_entries", entries)
+        await self.pages("/big")
+        assert len(threads) == 3
+        assert threading.main_thread() not in threads
+
+    async def test_entries_gone_between_pages_are_left_out(self) -> None:
+        listed: list[str] = []
+        async for page in self.storage.list_pages(P("/big")):
+            listed += [info.name for info in page]
+            if len(listed) == _local._LIST_PAGE:
+                os.remove(self.local("/big/f1500"))
+        assert listed == [name for name in self.names if name != "f1500"]
+
+    async def test_failures_are_ftp_errors(self) -> None:
+        for path, error in [("/missing", FileNotFound), ("/big/f0000", NotADirectory)]:
+            with self.assertRaises(error):
+                await self.pages(path)
+        os.symlink(self.outside, self.local("/out"))
+        with self.assertRaises(PermissionDenied):
+            await self.pages("/out")
 
 
 class BackpressureTests(FileStorageTestCase):

@@ -144,6 +144,19 @@ def test_list_missing_550(ftp: ftplib.FTP, area: Area) -> None:
     assert ftp.voidcmd("NOOP").startswith("200")
 
 
+def test_big_directory_is_listed_whole_and_in_order(ftp: ftplib.FTP, area: Area) -> None:
+    """2,500 entries: more than one of the local storage's pages, in LIST, NLST and MLSD alike."""
+    names = [f"f{index:04d}" for index in range(2500)]
+    for name in reversed(names):
+        (area.local / name).write_bytes(name.encode())
+    (area.local / ".exftp-upload-f0000").write_bytes(b"")  # an upload under way is not listed
+    listed = [_parse(line) for line in list_lines(ftp, f"LIST {area.path}")]
+    assert [m["name"] for m in listed] == names
+    assert {m["size"] for m in listed} == {"5"}
+    assert _basenames(ftp.nlst(area.path)) == names
+    assert [name for name, _facts in ftp.mlsd(area.path)] == [".", "..", *names]
+
+
 def _basenames(names: list[str]) -> list[str]:
     return sorted(name.rsplit("/", 1)[-1] for name in names)
 
