@@ -379,7 +379,7 @@ class PagedListingTests(FileStorageTestCase):
         assert [name for page in pages for name in page] == self.names
         assert [info.name for info in await self.storage.list(P("/big"))] == self.names
 
-    async def test_pages_are_read_in_worker_threads(self) -> None:
+    async def test_big_directories_are_read_in_worker_threads(self) -> None:
         threads: list[threading.Thread] = []
         real = _local._entries
 
@@ -391,6 +391,11 @@ class PagedListingTests(FileStorageTestCase):
         await self.pages("/big")
         assert len(threads) == 3
         assert threading.main_thread() not in threads
+        # A small directory costs no thread hand-off.
+        for index in range(_local._LIST_INLINE):
+            self.write_local(self.local(f"/small/{index}"), b"")
+        assert len((await self.pages("/small"))[0]) == _local._LIST_INLINE
+        assert threads[3:] == [threading.main_thread()]
 
     async def test_entries_gone_between_pages_are_left_out(self) -> None:
         listed: list[str] = []
