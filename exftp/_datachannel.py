@@ -26,6 +26,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IWriteDescriptor,
 )
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,6 +35,7 @@ from zope.interface import implementer
 from ._ascii import AsciiDecoder, AsciiEncoder
 from ._errors import DataConnectionFailed, FTPError, TransferAborted
 from ._interfaces import IWriteFile
+from ._logging import quietly
 from ._proxy import IPNetwork, TrustedProxyFactory
 from ._replies import Reply
 from ._tls import session_reused
@@ -291,6 +293,20 @@ def unmapped(host: str | None) -> str | None:
     return host if mapped is None else str(mapped)
 
 
+class _QuietPort(tcp.Port):
+    """
+    A passive data port whose "starting on" and "Port ... Closed" lines,
+    which Twisted logs for every port, stay out of exftp's logs: two lines
+    per transfer that say nothing an operator needs.
+    """
+
+    def startListening(self) -> None:
+        quietly(super().startListening)
+
+    def connectionLost(self, reason: Failure) -> None:
+        quietly(super().connectionLost, reason)
+
+
 class _PassiveFactory(Factory):
     """Accepts the first connection from the expected host; others are dropped."""
 
@@ -393,13 +409,20 @@ class PassiveChannel(DataChannel):
             factory = TrustedProxyFactory(factory, self._trusted_proxies, self._reactor, require=False)
         for number in candidates:
             try:
-                self.port = self._reactor.listenTCP(number, factory, backlog=1, interface=interface)
+                self.port = self._listen(number, factory, interface)
             except internet_error.CannotListenError:
                 continue
             self._timer = self._reactor.callLater(self._timeout, self._expire)
             address: Any = self.port.getHost()
             return int(address.port)
         raise DataConnectionFailed("No passive port available; try again later.")
+
+    def _listen(self, number: int, factory: IProtocolFactory, interface: str) -> IListeningPort:
+        if isinstance(self._reactor, PosixReactorBase):  # what reactor.listenTCP does, with a quiet port
+            port = _QuietPort(number, factory, 1, interface, self._reactor)
+            port.startListening()
+            return port
+        return self._reactor.listenTCP(number, factory, backlog=1, interface=interface)  # type: ignore[no-any-return]
 
     def _accept(self, addr: IAddress | None) -> DataConnection | None:
         host = unmapped(getattr(addr, "host", None))

@@ -1,6 +1,8 @@
 """
 The log observers that C{twistd exftp} gives twistd: text lines exactly as
-twistd writes them, or JSON, and rotation of a log file on SIGUSR1.
+twistd writes them, or JSON, and rotation of a log file on SIGUSR1. Both
+leave out the routine messages of what runs L{quietly} (Twisted's lines for
+every passive data port).
 
 twistd's own text observer formats the timestamp of every event anew (a
 time-zone lookup and an C{strftime}) and the text with a pure-Python
@@ -12,17 +14,52 @@ with C{str.format_map}, leaving to Twisted what only Twisted formats.
 from __future__ import annotations
 
 import signal
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 from twisted.logger import (
     FileLogObserver,
+    FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
+    LogLevel,
+    PredicateResult,
     formatEventAsClassicLogText,
     formatTime,
     jsonFileLogObserver,
 )
+from twisted.python import log as legacy_log
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
+
+_T = TypeVar("_T")
+
+#: The legacy log context key that marks a routine message as one to leave out.
+_QUIET = "exftp_quiet"
+
+
+def quietly(function: Callable[..., _T], *args: Any) -> _T:
+    """
+    Call C{function}, leaving out of exftp's logs the routine (below warning)
+    messages it logs through Twisted's legacy C{log.msg}, such as a port's
+    "starting on" and "Port ... Closed" lines.
+    """
+    return legacy_log.callWithContext({_QUIET: True}, function, *args)  # type: ignore[no-any-return]
+
+
+_DROP: PredicateResult = PredicateResult.no
+_PASS: PredicateResult = PredicateResult.maybe
+
+
+@implementer(ILogFilterPredicate)
+class _Loud:
+    """Drops routine events logged L{quietly}; keeps everything else, errors among them."""
+
+    def __call__(self, event: LogEvent) -> PredicateResult:
+        if event.get(_QUIET) and not event.get("isError") and event.get("log_level", LogLevel.info) < LogLevel.warn:
+            return _DROP
+        return _PASS
 
 
 class _SecondClock:
@@ -76,7 +113,8 @@ def text_observer(out: IO[str]) -> ILogObserver:
 
 def log_observer(out: IO[str], log_format: str) -> ILogObserver:
     """The observer for C{--log-format} (C{text} or C{json}) writing to C{out}."""
-    return jsonFileLogObserver(out, "") if log_format == "json" else text_observer(out)
+    observer = jsonFileLogObserver(out, "") if log_format == "json" else text_observer(out)
+    return FilteringLogObserver(observer, [_Loud()])
 
 
 def rotate_on_sigusr1(reactor: Any, out: IO[str]) -> None:

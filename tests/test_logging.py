@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import LogLevel, textFileLogObserver
+from twisted.logger import LogLevel, globalLogPublisher, textFileLogObserver
+from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
 
-from exftp._logging import _SecondClock, log_observer, rotate_on_sigusr1
+from exftp._logging import _SecondClock, log_observer, quietly, rotate_on_sigusr1
 
 
 class _Peer:
@@ -81,6 +82,24 @@ def test_json_lines() -> None:
     log_observer(out, "json")(dict(_EVENTS[0]))
     (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
     assert record["user"] == "ann" and record["log_format"] == "Login of {user!r} from {peer}"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_routine_messages_logged_quietly_are_left_out(log_format: str) -> None:
+    out = io.StringIO()
+    observer = log_observer(out, log_format)
+    globalLogPublisher.addObserver(observer)
+    try:
+        quietly(legacy_log.msg, "routine port line")
+        quietly(legacy_log.err, Failure(ZeroDivisionError()), "but errors stay")
+        legacy_log.msg("an ordinary line")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    text = out.getvalue()
+    assert "routine port line" not in text
+    assert "but errors stay" in text and "ZeroDivisionError" in text
+    assert "an ordinary line" in text
+    assert quietly(lambda a, b: a + b, 2, 3) == 5
 
 
 def test_each_second_is_formatted_once(monkeypatch: pytest.MonkeyPatch) -> None:

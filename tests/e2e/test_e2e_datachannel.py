@@ -80,6 +80,20 @@ def test_single_passive_port_reused_by_one_session(one_port: FTPServer) -> None:
         client.close()
 
 
+def test_passive_ports_are_not_logged(one_port: FTPServer) -> None:
+    """Twisted's "starting on" and "Port ... Closed" lines for each passive port stay out of the log."""
+    start = one_port.log_position()
+    client = one_port.login()
+    try:
+        assert retr_bytes(client, "/file.txt") == b"through the only port\n"
+    finally:
+        client.close()
+    one_port.wait_for_log("downloaded /file.txt", start=start)
+    log = one_port.log(start)
+    assert str(one_port.passive_port) not in log, log  # type: ignore[attr-defined]
+    assert "starting on" not in log and "Closed" not in log, log
+
+
 def test_passive_port_freed_when_session_quits(one_port: FTPServer) -> None:
     port = one_port.passive_port  # type: ignore[attr-defined]
     with one_port.control() as first, one_port.control() as second:
