@@ -594,10 +594,13 @@ class FTPProtocol(LineReceiver):
                     await send
                 except (CancelledError, TransferAborted):
                     raise transfer.aborted_error() from None
-                except FTPError:
+                except FTPError as error:
                     if transfer.aborted:
                         raise transfer.aborted_error() from None
-                    raise  # the storage failed while the client was fine: its own 451
+                    if error.client_fault:  # e.g. a listing's directory gone after the 150
+                        # After a 150, RFC 959 allows 451 for what the server could not finish.
+                        raise FTPError(error.message, Reply.LOCAL_ERROR) from error
+                    raise  # the storage failed while the client was fine: its own 4xx
                 except Exception as error:
                     if transfer.aborted:
                         raise transfer.aborted_error() from None

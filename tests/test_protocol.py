@@ -977,7 +977,9 @@ class DualStackTests(SynchronousTestCase):
 class PagedListingTests(SynchronousTestCase):
     """Storages that list page by page (IPagedListing) stream LIST/NLST/MLSD."""
 
-    def _client(self, pages: list[list[str]], fail_first: bool = False) -> tuple[_Client, list[int]]:
+    def _client(
+        self, pages: list[list[str]], fail_first: bool = False, fail_at: int | None = None
+    ) -> tuple[_Client, list[int]]:
         from zope.interface import alsoProvides
 
         from exftp import FileInfo, FileKind
@@ -990,7 +992,7 @@ class PagedListingTests(SynchronousTestCase):
 
         async def list_pages(path: Any) -> Any:
             for number, names in enumerate(pages):
-                if fail_first:
+                if fail_first or number == fail_at:
                     raise FileNotFound()
                 fetched.append(number)
                 yield [FileInfo(name, FileKind.FILE, 1) for name in names]
@@ -1018,6 +1020,19 @@ class PagedListingTests(SynchronousTestCase):
         client.pump()
         names = [line.rsplit(" ", 1)[1] for line in transport.value().decode().split("\r\n") if line]
         self.assertEqual(names, [".", "..", "a", "b"])
+
+    def test_a_page_failing_after_the_150_ends_the_transfer_with_an_error(self) -> None:
+        client, fetched = self._client([["a"], ["b"], ["c"]], fail_at=1)
+        _proto, transport = client.open_data()
+        first = client.send("NLST big")
+        client.pump()
+        replies = [r[:4] for r in first + client.replies()]
+        self.assertEqual(fetched, [0])  # the third page is never asked for
+        self.assertEqual(replies[0], "150 ")
+        self.assertEqual(len(replies), 2)
+        self.assertEqual(replies[1], "451 ")  # RFC 959: a 5xx is no reply to a transfer under way
+        self.assertEqual(transport.value(), b"a\r\n")
+        self.assertEqual(client.send("NOOP")[0][:4], "200 ")
 
     def test_failing_first_page_is_550_before_150(self) -> None:
         client, _fetched = self._client([["a"]], fail_first=True)

@@ -462,6 +462,57 @@ def test_injected_disk_errors_mid_upload(
     _unhandled(server)
 
 
+#: A storage plugin whose directory listings fail (ENOENT, as if the directory went) from the entry "f1000" on.
+_FAULTY_LISTING_PLUGIN = """
+import errno
+import os
+
+from exftp import FileStorageFactory, StoragePlugin
+from exftp.storage import _local
+
+_original = _local._entries
+
+
+def _entries(directory, names, inside):
+    if "f1000" in names:
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+    return _original(directory, names, inside)
+
+
+_local._entries = _entries
+faulty_listing = StoragePlugin("faulty_listing", "files under DIR; listings fail from f1000", FileStorageFactory)
+"""
+
+
+def test_listing_that_fails_after_its_150_is_451(
+    start_server: Callable[..., FTPServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big directory fails between two pages: the client gets the first page, then 451, and goes on."""
+    plugins = tmp_path / "plugins" / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "exftp_faulty_listing_test.py").write_text(_FAULTY_LISTING_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+    root = tmp_path / "root"
+    (root / "big").mkdir(parents=True)
+    for index in range(1500):
+        (root / "big" / f"f{index:04d}").write_bytes(b"")
+    server = start_server("--storage", f"faulty_listing:{root}", "--auth", AUTH, root_option=False)
+    with server.login() as client:
+        client.voidcmd("TYPE A")
+        received = bytearray()
+        with client.transfercmd("NLST /big") as data, contextlib.suppress(ConnectionResetError):
+            while block := data.recv(65536):  # the server may reset the connection it cannot finish
+                received += block
+        with pytest.raises(ftplib.error_temp) as failed:
+            client.voidresp()
+        assert code(failed.value) == 451, failed.value
+        names = [line.rsplit("/", 1)[-1] for line in received.decode().splitlines()]
+        assert names == [f"f{index:04d}" for index in range(len(names))] and len(names) <= 1000, names[-3:]
+        assert client.voidcmd("NOOP").startswith("200")
+    _serves(server)
+    _unhandled(server)
+
+
 # The S3 endpoint fails
 
 
