@@ -11,7 +11,7 @@ the authenticator and the storage factory (so that no backend needs to know).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -76,6 +76,9 @@ class _Proxy:
     def _call(self, call: str, *args: Any) -> Deferred[Any]:
         return _timed(self._histogram, self._clock, call, getattr(self.inner, call), *args)
 
+    def _observe(self, call: str, result: str, seconds: float) -> None:
+        self._histogram.labels(call=call, result=result).observe(seconds)
+
 
 @implementer(IAuthenticator)
 class TimedAuthenticator(_Proxy):
@@ -122,6 +125,28 @@ class TimedStorage(_Proxy):
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
         return self._call("open_write", path, mode, offset)
+
+    # IPagedListing, offered only when the wrapped storage provides it.
+
+    async def list_pages(self, path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
+        """
+        The wrapped storage's pages, timed as one C{list} call: the time spent
+        waiting for pages, not the time the pages take to reach the client.
+        """
+        pages: AsyncIterator[Sequence[FileInfo]] = self.inner.list_pages(path)  # type: ignore[attr-defined]
+        spent = 0.0
+        while True:
+            started = self._clock()
+            try:
+                page = await pages.__anext__()
+            except StopAsyncIteration:
+                self._observe("list", "ok", spent + self._clock() - started)
+                return
+            except BaseException:
+                self._observe("list", "failed", spent + self._clock() - started)
+                raise
+            spent += self._clock() - started
+            yield page
 
     # IStorageMetadata, offered only when the wrapped storage provides it.
 

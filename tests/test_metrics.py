@@ -6,6 +6,7 @@ proxies (on a fake clock), and the C{/metrics} page over real HTTP.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import treq
@@ -22,6 +23,8 @@ from zope.interface.verify import verifyObject
 
 from exftp import (
     Action,
+    FileNotFound,
+    FileStorageFactory,
     FTPEvent,
     FTPFactory,
     IAuthenticator,
@@ -32,6 +35,7 @@ from exftp import (
     Session,
     VirtualPath,
 )
+from exftp._interfaces import IPagedListing
 from exftp._metrics import Metrics
 from exftp.testing import MemoryAuthenticator, MemoryStorage, MemoryStorageFactory
 
@@ -161,6 +165,21 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(self.value("exftp_storage_seconds_count", call="storage_for", result="ok"), 1)
         self.assertEqual(self.value("exftp_storage_seconds_count", call="make_directory", result="ok"), 1)
         self.assertEqual(self.value("exftp_storage_seconds_count", call="stat", result="failed"), 1)
+
+    def test_paged_listings_are_timed_as_list(self) -> None:
+        root = self.mktemp()
+        os.mkdir(root)
+        factory = self.metrics.storage_factory(FileStorageFactory(root, MemoryReactorClock()))
+        view: Any = self.successResultOf(factory.storage_for(Session("alice")))
+        self.assertTrue(IPagedListing.providedBy(view))
+
+        async def pages(path: str) -> list[list[str]]:
+            return [[info.name for info in page] async for page in view.list_pages(VirtualPath.parse(path))]
+
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(pages("/"))), [[]])
+        self.failureResultOf(Deferred.fromCoroutine(pages("/missing")), FileNotFound)
+        self.assertEqual(self.value("exftp_storage_seconds_count", call="list", result="ok"), 1)
+        self.assertEqual(self.value("exftp_storage_seconds_count", call="list", result="failed"), 1)
 
     def test_storage_without_metadata_does_not_claim_it(self) -> None:
         @implementer(IStorageFactory)
