@@ -461,7 +461,8 @@ class S3UploadTests(MotoMixin, TestCase):
         """
         Writes of 3 MiB + 1 byte straddle the 5 MiB parts: every part but the
         last is exactly 5 MiB, the written chunks reach the part unjoined
-        (only those across a boundary are cut), and the object is the bytes written.
+        (only those across a boundary are cut), and the object is the bytes
+        written; small writes (here memoryviews) are gathered into 64 KiB chunks.
         """
         sent: list[list[int]] = []
         real = self.factory.client.upload_part
@@ -480,6 +481,17 @@ class S3UploadTests(MotoMixin, TestCase):
         assert sent == [[3 * MiB + 1, 2 * MiB - 1], [MiB + 2, 3 * MiB + 1, MiB - 3], [2 * MiB + 4]]
         assert self.get("cut") == b"".join(writes)
         assert upload.held == 0
+
+        # Small writes are gathered into 64 KiB chunks (a bytes object per 4 KiB would cost more).
+        sent.clear()
+        upload = await self.storage.open_write(P("/small-writes"), WriteMode.TRUNCATE, 0)
+        DataConnection(upload)
+        small = [bytes([index % 256]) * 4096 for index in range(5 * 256 + 1)]
+        for data in small:
+            upload.write(memoryview(data))
+        await upload.finish()
+        assert sent == [[64 * 1024] * 80, [4096]]
+        assert self.get("small-writes") == b"".join(small)
 
     async def test_multipart_upload_with_bounded_memory(self) -> None:
         """

@@ -651,6 +651,10 @@ def journal_of(client: S3Client, reactor: Any) -> UploadJournal:
     return journal
 
 
+#: Writes smaller than this are gathered into one chunk of an upload's buffer.
+_SMALL_WRITE = 64 * KiB
+
+
 @implementer(IWriteFile)
 class S3Upload:
     """
@@ -662,8 +666,10 @@ class S3Upload:
     connection) is paused until a part is done. So the bytes held are at
     most C{part_size * (parts_in_flight + 1)}, plus whatever single write
     arrived while pausing. The bytes are kept as the chunks that were
-    written, never joined: a part is a list of them, hashed and sent as is
-    (no copy, and no part-sized allocations for the allocator to keep). L{finish} completes the upload; L{abort}, or any
+    written (small writes gathered into chunks of L{_SMALL_WRITE}), never
+    joined: a part is a list of them, hashed and sent as is. Only a write
+    that straddles the end of a part is copied, and there are no part-sized
+    allocations for the allocator to keep. L{finish} completes the upload; L{abort}, or any
     failure, aborts it, and nothing appears under the key. The producer must
     be a push producer, as the data connection is. A multipart upload is in
     C{journal} while it is open.
@@ -688,6 +694,7 @@ class S3Upload:
         self._part_size = part_size
         self._parts_in_flight = parts_in_flight
         self._chunks: deque[bytes] = deque()
+        self._small = bytearray()
         self._buffered = 0
         self._in_flight = 0
         self._in_flight_bytes = 0
@@ -721,7 +728,16 @@ class S3Upload:
     def write(self, data: bytes) -> None:
         if self._closed or self._error is not None:
             return
-        self._chunks.append(bytes(data))
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if len(data) < _SMALL_WRITE:
+            # A bytes object per tiny write would cost more than the bytes.
+            self._small += data
+            if len(self._small) >= _SMALL_WRITE:
+                self._seal_small()
+        else:
+            self._seal_small()
+            self._chunks.append(data)
         self._buffered += len(data)
         self.peak = max(self.peak, self.held)
         self._start_parts()
@@ -736,6 +752,7 @@ class S3Upload:
 
     def _take(self, size: int) -> list[bytes]:
         """The first C{size} buffered bytes (or all), as chunks; only a chunk across the end is cut."""
+        self._seal_small()
         part: list[bytes] = []
         chunks, taken = self._chunks, 0
         while chunks and taken < size:
@@ -906,8 +923,14 @@ class S3Upload:
         self._closed = True
         await self._discard()
 
+    def _seal_small(self) -> None:
+        if self._small:
+            self._chunks.append(bytes(self._small))
+            self._small = bytearray()
+
     def _drop_buffer(self) -> None:
         self._chunks.clear()
+        self._small = bytearray()
         self._buffered = 0
 
     async def _discard(self) -> None:

@@ -31,9 +31,13 @@ _T = TypeVar("_T")
 Payload: TypeAlias = bytes | Sequence[bytes]
 
 
-def chunks_of(body: Payload) -> Sequence[bytes]:
+def chunks_of(body: Payload | bytearray | memoryview) -> Sequence[bytes]:
     """The chunks of C{body}."""
-    return (body,) if isinstance(body, bytes) else body
+    if isinstance(body, bytes):
+        return (body,)
+    if isinstance(body, bytearray | memoryview):
+        return (bytes(body),)
+    return body
 
 
 class NoCredentials(Exception):
