@@ -381,21 +381,24 @@ class PagedListingTests(FileStorageTestCase):
 
     async def test_big_directories_are_read_in_worker_threads(self) -> None:
         threads: list[threading.Thread] = []
-        real = _local._entries
 
-        def entries(*args: Any) -> Any:
-            threads.append(threading.current_thread())
-            return real(*args)
+        def recorded(real: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any) -> Any:
+                threads.append(threading.current_thread())
+                return real(*args)
 
-        self.patch(_local, "_entries", entries)
+            return call
+
+        self.patch(_local, "_entries", recorded(_local._entries))
+        self.patch(_local, "_rest_of", recorded(_local._rest_of))
         await self.pages("/big")
-        assert len(threads) == 3
+        assert len(threads) == 4  # the rest of the names, then three pages
         assert threading.main_thread() not in threads
         # A small directory costs no thread hand-off.
         for index in range(_local._LIST_INLINE):
             self.write_local(self.local(f"/small/{index}"), b"")
         assert len((await self.pages("/small"))[0]) == _local._LIST_INLINE
-        assert threads[3:] == [threading.main_thread()]
+        assert threads[4:] == [threading.main_thread()]
 
     async def test_entries_gone_between_pages_are_left_out(self) -> None:
         listed: list[str] = []
@@ -404,6 +407,14 @@ class PagedListingTests(FileStorageTestCase):
             if len(listed) == _local._LIST_PAGE:
                 os.remove(self.local("/big/f1500"))
         assert listed == [name for name in self.names if name != "f1500"]
+
+    async def test_a_directory_that_becomes_a_link_out_between_pages_is_refused(self) -> None:
+        pages = self.storage.list_pages(P("/big"))
+        assert len(await pages.__anext__()) == _local._LIST_PAGE
+        os.rename(self.local("/big"), self.local("/moved"))
+        os.symlink(self.outside, self.local("/big"))
+        with self.assertRaises(PermissionDenied):
+            await pages.__anext__()
 
     async def test_failures_are_ftp_errors(self) -> None:
         for path, error in [("/missing", FileNotFound), ("/big/f0000", NotADirectory)]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import itertools
 import os
 import pwd
 import re
@@ -21,7 +22,7 @@ import secrets
 import stat as stat_module
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import lru_cache, wraps
 from typing import Any, TypeVar
 
@@ -196,9 +197,19 @@ _LIST_PAGE = 1000
 _LIST_INLINE = 100
 
 
-def _names(directory: str) -> list[str]:
-    """The names in C{directory}, sorted, without the hidden upload files."""
-    return sorted(name for name in os.listdir(directory) if not name.startswith(TEMPORARY_PREFIX))
+def _visible(names: Iterable[str]) -> list[str]:
+    """C{names} sorted, without the hidden upload files."""
+    return sorted(name for name in names if not name.startswith(TEMPORARY_PREFIX))
+
+
+def _rest_of(scan: Any, first: list[str]) -> list[str]:
+    """
+    C{first} and the names C{scan} (an C{os.scandir} iterator, which this
+    closes) has not given yet, sorted and visible: run in a worker thread,
+    which alone uses C{scan} from then on.
+    """
+    with scan:
+        return _visible(first + [entry.name for entry in scan])
 
 
 def _entries(directory: str, names: Sequence[str], inside: Callable[[str], bool]) -> list[FileInfo]:
@@ -207,6 +218,8 @@ def _entries(directory: str, names: Sequence[str], inside: Callable[[str], bool]
     (C{inside} says) as links, others as what they lead to; names gone since
     they were listed are left out.
     """
+    if not inside(directory):  # replaced by a link that leads out since the listing began
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), directory)
     entries = []
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -537,22 +550,30 @@ class FileStorage:
     @_deferred
     def list(self, path: VirtualPath) -> Sequence[FileInfo]:
         directory = self._checked(path)
-        return _entries(directory, _names(directory), self._inside)
+        return _entries(directory, _visible(os.listdir(directory)), self._inside)
 
     async def list_pages(self, path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
         """
-        The entries in name order. A directory of more than L{_LIST_INLINE}
-        names is read L{_LIST_PAGE} entries at a time in worker threads and sent
-        as it is read, so that a directory of 100,000 files, or a slow disk,
-        does not hold up the other sessions; smaller ones are read at once
-        (a thread hand-off per LIST cost 1 ms of CPU with 200 sessions busy).
+        The entries in name order. The first L{_LIST_INLINE} names are read
+        here; a directory with more is read on in a worker thread, then
+        L{_LIST_PAGE} entries at a time in worker threads, each page sent as it
+        is read, so that a directory of 100,000 files, or a slow disk, does not
+        hold up the other sessions. Smaller ones are read at once (a thread
+        hand-off per LIST cost 1 ms of CPU with 200 sessions busy).
         """
         try:
             directory = self._checked(path)
-            names = _names(directory)
-            if len(names) <= _LIST_INLINE:
-                yield _entries(directory, names, self._inside)
+            scan = os.scandir(directory)
+            try:
+                first = [entry.name for entry in itertools.islice(scan, _LIST_INLINE + 1)]
+            except BaseException:
+                scan.close()
+                raise
+            if len(first) <= _LIST_INLINE:
+                scan.close()
+                yield _entries(directory, _visible(first), self._inside)
                 return
+            names = await self._run(_rest_of, scan, first)
             for start in range(0, len(names), _LIST_PAGE):
                 yield await self._run(_entries, directory, names[start : start + _LIST_PAGE], self._inside)
         except OSError as error:
