@@ -6,7 +6,8 @@ proxies (on a fake clock), and the C{/metrics} page over real HTTP.
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 from typing import Any
 
 import treq
@@ -167,8 +168,8 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(self.value("exftp_storage_seconds_count", call="stat", result="failed"), 1)
 
     def test_paged_listings_are_timed_as_list(self) -> None:
-        root = self.mktemp()
-        os.mkdir(root)
+        root = tempfile.mkdtemp(prefix="exftp-metrics-")
+        self.addCleanup(shutil.rmtree, root, True)
         factory = self.metrics.storage_factory(FileStorageFactory(root, MemoryReactorClock()))
         view: Any = self.successResultOf(factory.storage_for(Session("alice")))
         self.assertTrue(IPagedListing.providedBy(view))
