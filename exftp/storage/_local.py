@@ -212,14 +212,19 @@ def _rest_of(scan: Any, first: list[str]) -> list[str]:
         return _visible(first + [entry.name for entry in scan])
 
 
+def _later_page(directory: str, names: Sequence[str], inside: Callable[[str], bool]) -> list[FileInfo]:
+    """L{_entries} for a page read after the directory was checked: first check again that it is inside."""
+    if not inside(directory):  # replaced by a link that leads out since the listing began
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), directory)
+    return _entries(directory, names, inside)
+
+
 def _entries(directory: str, names: Sequence[str], inside: Callable[[str], bool]) -> list[FileInfo]:
     """
     The entries of C{names} in C{directory}: links that lead outside the root
     (C{inside} says) as links, others as what they lead to; names gone since
     they were listed are left out.
     """
-    if not inside(directory):  # replaced by a link that leads out since the listing began
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), directory)
     entries = []
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -575,7 +580,7 @@ class FileStorage:
                 return
             names = await self._run(_rest_of, scan, first)
             for start in range(0, len(names), _LIST_PAGE):
-                yield await self._run(_entries, directory, names[start : start + _LIST_PAGE], self._inside)
+                yield await self._run(_later_page, directory, names[start : start + _LIST_PAGE], self._inside)
         except OSError as error:
             raise storage_error(error) from None
 
