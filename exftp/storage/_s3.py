@@ -669,8 +669,8 @@ class S3Upload:
     written (small writes gathered into chunks of L{_SMALL_WRITE}), never
     joined: a part is a list of them, hashed and sent as is. Only a write
     that straddles the end of a part is copied, and there are no part-sized
-    allocations for the allocator to keep. L{finish} completes the upload; L{abort}, or any
-    failure, aborts it, and nothing appears under the key. The producer must
+    allocations for the allocator to keep. L{finish} completes the upload;
+    L{abort}, or any failure, aborts it, and nothing appears under the key. The producer must
     be a push producer, as the data connection is. A multipart upload is in
     C{journal} while it is open.
 
@@ -779,12 +779,12 @@ class S3Upload:
         number = self._number()
         if number is None:
             return
-        self._in_flight += 1
-        self._in_flight_bytes += sum(map(len, data))
-        self._tasks.append(Deferred.fromCoroutine(self._send_part(number, data)))
-
-    async def _send_part(self, number: int, data: list[bytes]) -> None:
         size = sum(map(len, data))
+        self._in_flight += 1
+        self._in_flight_bytes += size
+        self._tasks.append(Deferred.fromCoroutine(self._send_part(number, data, size)))
+
+    async def _send_part(self, number: int, data: list[bytes], size: int) -> None:
         try:
             upload_id = await self._started()
             self._etags[number] = await self._client.upload_part(self._key, upload_id, number, data)
