@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
@@ -37,23 +37,8 @@ from ._paths import VirtualPath
 
 __all__ = ["Metrics", "MetricsResource", "TimedAuthenticator", "TimedStorage", "TimedStorageFactory"]
 
-_T = TypeVar("_T")
 _DIRECTIONS = {Action.UPLOAD: "upload", Action.DOWNLOAD: "download"}
 _OPERATIONS = frozenset({Action.DELETE, Action.RENAME, Action.MKDIR, Action.RMDIR})
-
-
-def _timed(histogram: Any, clock: Callable[[], float], call: str, method: Callable[..., Deferred[_T]],
-           *args: Any) -> Deferred[_T]:
-    """Call C{method}, observing how long its Deferred takes under labels C{call} and C{result}."""
-    started = clock()
-    result = maybeDeferred(method, *args)
-
-    def observe(outcome: Any) -> Any:
-        failed = isinstance(outcome, Failure)
-        histogram.labels(call=call, result="failed" if failed else "ok").observe(clock() - started)
-        return outcome
-
-    return result.addBoth(observe)
 
 
 class _Proxy:
@@ -74,7 +59,14 @@ class _Proxy:
         return f"<timed {self.inner!r}>"
 
     def _call(self, call: str, *args: Any) -> Deferred[Any]:
-        return _timed(self._histogram, self._clock, call, getattr(self.inner, call), *args)
+        """Call the wrapped object's C{call}, observing how long its Deferred takes."""
+        started = self._clock()
+
+        def observe(outcome: Any) -> Any:
+            self._observe(call, "failed" if isinstance(outcome, Failure) else "ok", self._clock() - started)
+            return outcome
+
+        return maybeDeferred(getattr(self.inner, call), *args).addBoth(observe)
 
     def _observe(self, call: str, result: str, seconds: float) -> None:
         self._histogram.labels(call=call, result=result).observe(seconds)
