@@ -187,6 +187,22 @@ def test_config_webhook_xferlog_metrics(
     assert after[("exftp_sessions", ())] == 0
 
 
+def test_listings_are_timed_in_metrics(start_server: Callable[..., FTPServer]) -> None:
+    """LIST of a small and of a paged (over 100 entries) directory through ftplib: each is one timed list call."""
+    server = start_server("--auth", f"memory:{USER}:{PASSWORD}", "--metrics", "tcp:0:interface=127.0.0.1")
+    metrics_url = server.wait_for_log(r"exftp metrics at (http://\S+/metrics)")[1]
+    (server.root / "big").mkdir()
+    for index in range(150):
+        (server.root / "big" / f"f{index:03d}").write_bytes(b"")
+    key = ("exftp_storage_seconds_count", (("call", "list"), ("result", "ok")))
+    before = scrape(metrics_url).get(key, 0.0)
+    client = server.login(USER, PASSWORD)
+    assert len(client.nlst("big")) == 150
+    assert "big" in client.nlst()
+    client.quit()
+    assert scrape(metrics_url).get(key, 0.0) - before == 2
+
+
 JSON_READY = re.compile(
     r'^(?=.*"log_format": "exftp listening on \{host\}:\{port\}")(?=.*"host": "(?P<host>[^"]+)")'
     r'(?=.*"port": (?P<port>\d+))'
