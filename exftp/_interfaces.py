@@ -26,6 +26,10 @@ class FileKind(enum.Enum):
     DIRECTORY = "dir"
     SYMLINK = "symlink"
 
+    # Members are singletons compared by identity; Enum's own hash runs Python
+    # code, and listings look kinds up in tables once per entry.
+    __hash__ = object.__hash__
+
 
 @dataclass(slots=True)
 class FileInfo:

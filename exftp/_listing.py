@@ -19,23 +19,18 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _TYPE_LETTER = {FileKind.FILE: "-", FileKind.DIRECTORY: "d", FileKind.SYMLINK: "l"}
 
 
-#: Mode columns already built, by kind and permission bits.
-_MODE_STRINGS: dict[FileKind, dict[int, str]] = {kind: {} for kind in FileKind}
-_FILE_MODES, _DIRECTORY_MODES = _MODE_STRINGS[FileKind.FILE], _MODE_STRINGS[FileKind.DIRECTORY]
+_MODE_STRINGS: dict[tuple[FileKind, int], str] = {}
 
 
 def mode_string(info: FileInfo) -> str:
     """The ten-character mode column, e.g. C{drwxr-xr-x}."""
-    kind, permissions = info.kind, info.permissions & 0o777
-    # Tested by identity first: hashing an Enum member runs Python code, once per entry.
-    if kind is FileKind.FILE:
-        table = _FILE_MODES
-    else:
-        table = _DIRECTORY_MODES if kind is FileKind.DIRECTORY else _MODE_STRINGS[kind]
-    text = table.get(permissions)
+    key = (info.kind, info.permissions & 0o777)
+    text = _MODE_STRINGS.get(key)
     if text is None:
-        bits = "".join(letter if permissions & (1 << (8 - index)) else "-" for index, letter in enumerate("rwxrwxrwx"))
-        text = table[permissions] = _TYPE_LETTER[kind] + bits
+        bits = "".join(
+            letter if info.permissions & (1 << (8 - index)) else "-" for index, letter in enumerate("rwxrwxrwx")
+        )
+        text = _MODE_STRINGS[key] = _TYPE_LETTER[info.kind] + bits
     return text
 
 
