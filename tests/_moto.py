@@ -34,7 +34,10 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 #: Requests moto serves before it checks signatures: user, policy and key, twice.
 _UNAUTHENTICATED = 6
-_READ_ONLY = ["s3:GetObject", "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts"]
+#: Read-only in S3's IAM terms (AWS's own AmazonS3ReadOnlyAccess is C{Get*} and C{List*}). Head* is no IAM
+#: action in S3, but some moto releases check HeadObject and ListObjectsV2 under their operation names
+#: rather than under s3:GetObject and s3:ListBucket: the wildcards hold for both, and grant no write.
+_READ_ONLY = ["s3:Get*", "s3:List*", "s3:Head*"]
 _DEADLINE = 60.0
 
 #: Runs moto's server, checking signatures against the request URI as sent.
