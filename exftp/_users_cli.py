@@ -3,7 +3,7 @@ The C{exftp-users} command: manage a users file (C{twistd exftp --users
 FILE}) without editing password hashes by hand.
 
     exftp-users add FILE USER [--hash bcrypt] [--root DIR] [--permissions elr] [--read-only]
-    exftp-users passwd FILE USER [--hash bcrypt]
+    exftp-users passwd FILE USER [--hash argon2id|bcrypt]
     exftp-users del FILE USER
     exftp-users list FILE [USER]
 
@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="add|passwd|del|list")
     hashing = argparse.ArgumentParser(add_help=False)
-    hashing.add_argument("--hash", choices=("argon2id", "bcrypt"), default="argon2id",
-                         help="the password hash (default: argon2id)")
+    hashing.add_argument("--hash", choices=("argon2id", "bcrypt"),
+                         help="the password hash (default: argon2id for add, the user's current one for passwd)")
     add = commands.add_parser("add", parents=[hashing], help="add a user, asking for the password")
     add.add_argument("--root", help="the user's home inside the storage, e.g. /alice")
     add.add_argument("--permissions", help="pyftpdlib's permission letters, e.g. elr")
@@ -181,7 +181,7 @@ def run(arguments: argparse.Namespace, stdin: IO[str], stdout: IO[str]) -> None:
         import tomlkit
 
         table = tomlkit.table()
-        table["password"] = hash_password(read_password(stdin), arguments.hash)
+        table["password"] = hash_password(read_password(stdin), arguments.hash or "argon2id")
         for key, value in (("root", arguments.root), ("permissions", arguments.permissions)):
             if value is not None:
                 table[key] = value
@@ -193,7 +193,9 @@ def run(arguments: argparse.Namespace, stdin: IO[str], stdout: IO[str]) -> None:
     elif not isinstance(users[name], dict):
         raise _Failure(f"{path}: users.{name} is not a table")
     elif arguments.command == "passwd":
-        users[name]["password"] = hash_password(read_password(stdin), arguments.hash)
+        current = users[name].get("password")
+        kept = "bcrypt" if isinstance(current, str) and current.startswith("$2") else "argon2id"
+        users[name]["password"] = hash_password(read_password(stdin), arguments.hash or kept)
     else:
         del users[name]
     _save(document, path)

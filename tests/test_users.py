@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
+import shutil
 import signal
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,6 +79,13 @@ class Counted:
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def temporary_file(case: SynchronousTestCase) -> Path:
+    """A path in a directory of its own, removed after the test (not in the working directory)."""
+    directory = tempfile.mkdtemp(prefix="exftp-users-")
+    case.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    return Path(directory) / "users.toml"
 
 
 # UserLimits and Session
@@ -233,13 +242,13 @@ class UsersAuthenticatorContractTests(AuthenticatorContractMixin, SynchronousTes
     bad = [("alice", "bob-pw"), ("bob", "alice-pw"), ("carol", "alice-pw"), ("alice", ""), ("ALICE", "alice-pw")]
 
     def make_authenticator(self) -> IAuthenticator:
-        path = Path(self.mktemp())
+        path = temporary_file(self)
         return UsersAuthenticator(write(path, users_toml()), run_in_thread=Counted())
 
 
 class UsersAuthenticatorTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.path = Path(self.mktemp())
+        self.path = temporary_file(self)
         self.counted = Counted()
         self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
@@ -423,6 +432,7 @@ def restore_sighup() -> Iterator[None]:
 
 def options(*arguments: str, root: Path) -> Options:
     parsed = Options(environ={})
+    parsed.parent = {"syslog": True}  # as under twistd --syslog: makeService opens no log file
     parsed.parseOptions(["--root", str(root), *arguments])
     return parsed
 
@@ -522,6 +532,10 @@ def test_cli_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_h
     assert load_users(path).users["bob"].password.startswith("$2b$")
     assert run_cli("passwd", path, "alice", stdin="pw-new\r\n", monkeypatch=monkeypatch)[0] == 0
     assert PasswordHasher().verify(load_users(path).users["alice"].password, "pw-new")
+    assert run_cli("passwd", path, "bob", stdin="pw-b2\n", monkeypatch=monkeypatch)[0] == 0
+    assert bcrypt.checkpw(b"pw-b2", load_users(path).users["bob"].password.encode())  # the scheme is kept
+    assert run_cli("passwd", path, "bob", "--hash", "argon2id", stdin="pw-b3\n", monkeypatch=monkeypatch)[0] == 0
+    assert load_users(path).users["bob"].password.startswith("$argon2id$")
     assert load_users(path).users["alice"].root == VirtualPath.parse("/alice")  # the rest is kept
     assert run_cli("del", path, "bob", monkeypatch=monkeypatch)[0] == 0
     assert list(load_users(path).users) == ["alice"]
