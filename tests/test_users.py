@@ -13,6 +13,7 @@ import signal
 import stat
 import tempfile
 import threading
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,14 @@ def test_a_complete_entry_is_parsed() -> None:
         ipaddress.ip_network(n) for n in ("192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32")
     )
     assert ALICE not in repr(entry)
+
+
+def test_the_readme_example_is_a_valid_file() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("# /etc/exftp/users.toml\n", 1)[1].split("```", 1)[0]
+    users = parse_users(tomllib.loads(example)).users
+    assert set(users) == {"alice", "bob"}
+    assert users["alice"].limits.max_sessions == 4 and len(users["alice"].limits.allow_from) == 2
 
 
 def test_a_root_of_slash_is_the_whole_storage() -> None:
