@@ -134,8 +134,10 @@ def _save(document: Any, path: str) -> None:
             os.chown(temporary, owner.st_uid, owner.st_gid)
         os.replace(temporary, path)
     except OSError as error:
-        os.unlink(temporary)
         raise _Failure(f"{path}: {error.strerror or error}") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def _describe(entry: UserEntry) -> str:

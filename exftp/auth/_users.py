@@ -93,18 +93,23 @@ class UsersFile:
     @ivar users: the entries by user name.
     @ivar fallthrough: whether users not in the file go to the other
         authenticator (C{--auth}).
+    @ivar typical_hash: a hash with the parameters most users' hashes have,
+        which the check of a user not in the file costs as much as; C{None}
+        without users.
     """
 
     users: Mapping[str, UserEntry]
     fallthrough: bool = False
+    typical_hash: str | None = field(default=None, repr=False)
 
-    def typical_hash(self) -> str | None:
-        """A hash with the parameters most users' hashes have, for the dummy check."""
-        kinds = Counter(_parameters(entry.password) for entry in self.users.values())
-        if not kinds:
-            return None
-        common = kinds.most_common(1)[0][0]
-        return next(entry.password for entry in self.users.values() if _parameters(entry.password) == common)
+
+def _typical_hash(users: Mapping[str, UserEntry]) -> str | None:
+    """A hash with the parameters most of C{users}' hashes have."""
+    kinds = Counter(_parameters(entry.password) for entry in users.values())
+    if not kinds:
+        return None
+    common = kinds.most_common(1)[0][0]
+    return next(entry.password for entry in users.values() if _parameters(entry.password) == common)
 
 
 # Hashes
@@ -299,7 +304,8 @@ def parse_users(document: Mapping[str, Any]) -> UsersFile:
     tables = document.get("users", {})
     if not isinstance(tables, dict):
         raise ValueError(f"users: expected tables such as [users.alice], not {_type(tables)}")
-    return UsersFile({name: _entry(name, table) for name, table in tables.items()}, fallthrough)
+    users = {name: _entry(name, table) for name, table in tables.items()}
+    return UsersFile(users, fallthrough, _typical_hash(users))
 
 
 def load_users(path: str) -> UsersFile:
@@ -413,7 +419,7 @@ class UsersAuthenticator:
     async def _login(self, users: UsersFile, username: str, password: str) -> Session:
         entry = users.users.get(username)
         if entry is None:
-            typical = users.typical_hash()
+            typical = users.typical_hash
             if typical is not None:  # as slow as a user's check (a file without users has none to hide)
                 await self._verify(lambda: verify_password(self._dummy(typical), password))
             raise LoginFailed()
