@@ -304,6 +304,18 @@ class UsersAuthenticatorTests(SynchronousTestCase):
         users = self.make()
         assert self.successResultOf(users.valid_user("nobody")) is True
 
+    def test_bcrypt_refuses_longer_passwords_after_a_full_check(self) -> None:
+        exact = "b" * 72
+        users = self.make(f'[users.bob]\npassword = "{bcrypt_hash(exact)}"\n')
+        assert self.login(users, "bob", exact).username == "bob"
+        self.refused(users, "bob", exact + "more")  # bcrypt alone would see only the first 72 bytes
+        assert self.counted.checks == 2
+
+    def test_surrogates_in_a_password_are_refused(self) -> None:
+        users = self.make()
+        self.refused(users, "alice", "\udcff")
+        self.refused(users, "bob", "\udcff")
+
     def test_a_disabled_user_is_refused_with_the_right_password(self) -> None:
         users = self.make(users_toml(alice="disabled = true"))
         self.refused(users, "alice", "alice-pw")

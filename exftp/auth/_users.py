@@ -158,20 +158,20 @@ def check_hash(hashed: str, user: str = "USER") -> None:
 
 def verify_password(hashed: str, password: str) -> bool:
     """Whether C{password} matches C{hashed} (a checked hash); slow on purpose, run it in a thread."""
+    secret = password.encode("utf-8", "surrogatepass")
     if hashed.startswith(ARGON2_PREFIX):
         from argon2 import PasswordHasher
         from argon2.exceptions import InvalidHashError, VerificationError
 
         try:
-            return PasswordHasher().verify(hashed, password)
+            return PasswordHasher().verify(hashed, secret)
         except (VerificationError, InvalidHashError):
             return False
     import bcrypt
 
-    try:
-        return bcrypt.checkpw(password.encode("utf-8"), hashed.encode("ascii"))
-    except ValueError:  # longer than bcrypt's 72 bytes: no stored hash can be of it
-        return False
+    # bcrypt takes at most 72 bytes: a longer password is refused, after a
+    # check as slow as any other, so that its length tells nothing.
+    return bcrypt.checkpw(secret[:72], hashed.encode("ascii")) and len(secret) <= 72
 
 
 def hash_password(password: str, scheme: str = "argon2id") -> str:
