@@ -38,6 +38,7 @@ from ._interfaces import (
     IStorageMetadata,
     IWriteFile,
     Session,
+    UserLimits,
     WriteMode,
 )
 from ._metrics import Metrics
@@ -56,6 +57,7 @@ from .auth._http import (
     authenticator_from_spec,
 )
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
+from .auth._users import UsersAuthenticator
 from .storage._local import FileStorage, FileStorageFactory
 from .storage._memory import MemoryStorage, MemoryStorageFactory
 from .storage._readonly import ReadOnlyStorage
@@ -122,6 +124,8 @@ __all__ = [
     "TransferAborted",
     "TransferLog",
     "UnknownCommand",
+    "UserLimits",
+    "UsersAuthenticator",
     "VirtualPath",
     "WebhookAuthenticator",
     "WebhookHook",

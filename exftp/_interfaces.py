@@ -8,6 +8,7 @@ C{async def} and return C{Deferred.fromCoroutine(...)}.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,55 @@ class FileInfo:
         return self.kind is FileKind.DIRECTORY
 
 
+#: An IPv4 or IPv6 network, as in L{UserLimits.allow_from}.
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The fields of L{UserLimits} that are counts or sizes.
+_LIMIT_NUMBERS = ("quota_bytes", "quota_files", "upload_rate", "download_rate", "max_sessions", "max_file_size")
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    """
+    What one user may use, for the core to enforce; C{None} or 0 means
+    unlimited, and the default is unlimited everything.
+
+    @ivar quota_bytes: the most bytes the user's root may hold.
+    @ivar quota_files: the most files the user's root may hold.
+    @ivar upload_rate: bytes per second for the user's uploads, all of the
+        user's sessions together.
+    @ivar download_rate: the same for downloads.
+    @ivar max_sessions: how many sessions of the user may run at once.
+    @ivar max_file_size: the largest single upload, in bytes.
+    @ivar allow_from: the networks the user may log in from; empty for
+        anywhere.
+    @raise ValueError: for a negative number, or one that is not an integer.
+    """
+
+    quota_bytes: int | None = None
+    quota_files: int | None = None
+    upload_rate: int | None = None
+    download_rate: int | None = None
+    max_sessions: int | None = None
+    max_file_size: int | None = None
+    allow_from: tuple[IPNetwork, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in _LIMIT_NUMBERS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name}: expected a whole number >= 0, not {value!r}")
+        if not isinstance(self.allow_from, tuple) or not all(
+            isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network) for network in self.allow_from
+        ):
+            raise ValueError(f"allow_from: expected a tuple of ipaddress networks, not {self.allow_from!r}")
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether nothing at all is limited."""
+        return not self.allow_from and not any(getattr(self, name) for name in _LIMIT_NUMBERS)
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """
@@ -85,6 +135,8 @@ class Session:
         C{repr()} since it may hold credentials. Mutable holders placed here
         are how an authenticator keeps per-session state (the session itself
         is frozen and not hashable).
+    @ivar limits: the user's quotas, rates and other limits (unlimited by
+        default), which the core enforces.
     """
 
     username: str
@@ -92,6 +144,7 @@ class Session:
     read_only: bool = False
     permissions: frozenset[str] | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    limits: UserLimits = field(default_factory=UserLimits)
 
 
 class IAuthenticator(Interface):

@@ -40,6 +40,7 @@ from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
 from .auth._http import HTTP_AUTHENTICATORS, authenticator_from_spec
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
+from .auth._users import UsersAuthenticator
 from .storage._local import FileStorageFactory
 from .storage._memory import MemoryStorageFactory
 
@@ -315,6 +316,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["ban-window", None, 600.0, "Seconds over which failed logins are counted for a ban.", float],
         ["ban-time", None, 900.0, "Seconds a banned address is refused.", float],
         ["config", None, None, "TOML configuration file; command-line options override it."],
+        ["users", None, None, "TOML file of virtual users with password hashes (managed with exftp-users); "
+         "beside --auth, the file decides for its users. Reloaded on SIGHUP."],
         ["xferlog", None, None, "Append a transfer log in the xferlog format (wu-ftpd, vsftpd) to this file."],
         ["metrics", None, None, "Serve Prometheus metrics at /metrics on this endpoint, e.g. "
          "tcp:9100:interface=127.0.0.1 (needs exftp[metrics])."],
@@ -343,7 +346,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         super().__init__()
         self.environ = os.environ if environ is None else environ
         self["ports"] = []
-        self["auth"] = "anonymous"
+        self["auth"] = None  # anonymous, unless --users is given
         self["auth_options"] = {}
         self["hooks"] = []
         self["webhooks"] = []
@@ -460,7 +463,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             except ValueError as error:
                 raise usage.UsageError(f"--node: {error}") from None
         self["storage_factory"] = make_storage_factory(storage, self["node"])
-        self["authenticator"] = make_authenticator(self["auth"], self["auth_options"])
+        self["authenticator"] = make_authenticator(self["auth"] or "anonymous", self["auth_options"])
+        self["users_authenticator"] = None
+        if self["users"] is not None:
+            fallback = self["authenticator"] if self["auth"] is not None else None
+            try:
+                self["users_authenticator"] = UsersAuthenticator(self["users"], fallback)
+            except ValueError as error:
+                raise usage.UsageError(f"--users {self['users']}: {error}") from None
+            self["authenticator"] = self["users_authenticator"]
         self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
@@ -635,6 +646,8 @@ def _on_sighup(reactor: Any, actions: Sequence[Callable[[], None]]) -> None:
     """Run C{actions} in the reactor on SIGHUP (reload the TLS certificate, reopen the transfer log)."""
 
     def run() -> None:
+        if not actions:
+            _log.info("SIGHUP received: nothing to reload")
         for action in actions:
             try:
                 action()
@@ -724,6 +737,8 @@ def makeService(options: Options) -> service.MultiService:
     on_sighup: list[Callable[[], None]] = []
     if options["tls"] is not None:
         on_sighup.append(options["tls"].reload)
+    if options.get("users_authenticator") is not None:
+        on_sighup.append(options["users_authenticator"].reload)
     if options["xferlog"] is not None:
         transfer_log = TransferLog(options["xferlog"], reactor=reactor)
         factory.observers.append(transfer_log)
@@ -735,8 +750,7 @@ def makeService(options: Options) -> service.MultiService:
     queues, hook_cleanups = _hook_queues(options, reactor)
     factory.observers.extend(queues)
     cleanups.extend(hook_cleanups)
-    if on_sighup:
-        _on_sighup(reactor, on_sighup)
+    _on_sighup(reactor, on_sighup)  # a server never dies of SIGHUP, even with nothing to reload
     _ShutdownService(factory, options["shutdown-grace"], cleanups).setServiceParent(top)
     CleanupService(options["storage_factory"], options["cleanup-age"] or None).setServiceParent(top)
     for description in options["ports"]:

@@ -528,12 +528,7 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
     if root is not None:
         if not isinstance(root, str):
             raise ValueError(f'"root" must be a string, not {type(root).__name__}')
-        try:
-            path = VirtualPath.parse(root)
-        except InvalidPath:
-            raise ValueError('"root" holds forbidden characters') from None
-        if path.is_root:
-            path = None
+        path = parse_root(root)
     read_only = document.get("read_only")
     if read_only is not None and not isinstance(read_only, bool):
         raise ValueError(f'"read_only" must be true or false, not {type(read_only).__name__}')
@@ -547,6 +542,20 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
         except ValueError as error:
             raise ValueError(f'"permissions": {error}') from None
     return WebhookSettings(path, bool(read_only), permissions, document)
+
+
+def parse_root(root: str) -> VirtualPath | None:
+    """
+    A user's root inside the storage, resolved like a client path (so C{..}
+    cannot leave the storage); C{None} for the whole storage.
+
+    @raise ValueError: when it holds forbidden characters.
+    """
+    try:
+        path = VirtualPath.parse(root)
+    except InvalidPath:
+        raise ValueError('"root" holds forbidden characters') from None
+    return None if path.is_root else path
 
 
 @implementer(IAuthenticator)
