@@ -777,8 +777,8 @@ async def _login_unavailable(proto: FTPProtocol, username: str, error: FTPError,
     _log.error("Login of {user!r} from {peer} could not be checked: {why}", user=username,
                peer=proto.peer_host, why=why)
     await _after_login_delay(proto, started)
-    proto.reply(Reply.SERVICE_NOT_AVAILABLE, "Service not available: authentication failed to answer; "
-                "closing control connection, try again later.")
+    proto.reply(Reply.SERVICE_NOT_AVAILABLE, "Service not available: the authentication service did not "
+                "answer; closing control connection, try again later.")
     proto._close_control()
 
 

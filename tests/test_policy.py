@@ -149,7 +149,8 @@ class _StorageFactoryWithoutRestrictions:
 class PermissionTests(SynchronousTestCase):
     """pyftpdlib's letters: C{l} for everything that tells what exists; C{f} for RNFR."""
 
-    REVEALING = ("SIZE in/a.txt", "MDTM in/a.txt", "MLST in/a.txt", "MLST", "STAT in/a.txt", "STAT in")
+    REVEALING = ("SIZE in/a.txt", "MDTM in/a.txt", "MLST in/a.txt", "MLST", "STAT in/a.txt", "STAT in",
+                 "LIST in/a.txt", "NLST in/a.txt")
 
     def _dropbox(self, restricted: bool = True) -> _Client:
         """User C{dropbox}: permissions C{ew}."""
