@@ -82,6 +82,18 @@ class LoginFailed(FTPError):
     default_message = "Login incorrect."
 
 
+class AuthenticationUnavailable(FTPError):
+    """
+    The authenticator cannot decide now: its service could not be reached,
+    was too slow, failed, or gave an unusable answer. Server-caused: PASS is
+    answered 421 and does not count as a failed login (nor toward a ban), and
+    a session whose re-validation meets it goes on.
+    """
+
+    reply = Reply.SERVICE_NOT_AVAILABLE
+    default_message = "Authentication service unavailable, try again later."
+
+
 class InvalidPath(FTPError):
     """The path is not acceptable (forbidden characters, bad name)."""
 

@@ -25,6 +25,8 @@ from ._tls import TLSPolicy, TLSSettings
 SWEEP_INTERVAL = 1.0
 
 _log = Logger(namespace="exftp")
+#: The text of the 421 that refuses a banned address.
+BANNED = "Too many failed logins from your address; try again later."
 _DEFAULT: Any = object()
 
 
@@ -140,8 +142,9 @@ class FTPFactory(ServerFactory):
         @return: C{None} when admitted, else the text of the 421 reply.
         """
         address = session.peer_host or ""
-        if self.defender is not None and self.defender.is_banned(address, self.reactor.seconds()):
-            return "Too many failed logins from your address; try again later."
+        banned = self.ban_refusal(address)
+        if banned is not None:
+            return banned
         if len(self.sessions) >= self.max_sessions:
             return "Too many connections; try again later."
         if self._per_address[address] >= self.max_sessions_per_ip:
@@ -172,24 +175,35 @@ class FTPFactory(ServerFactory):
                 self._sweeper.stop()
                 self._sweeper = None
 
-    def login_failed(self, address: str | None) -> bool:
+    def ban_refusal(self, address: str | None) -> str | None:
+        """
+        The text of the 421 that refuses C{address} while the defender bans
+        it, else C{None}. Asked when a connection is accepted and again at
+        every PASS, so that sessions opened before the ban cannot go on guessing.
+        """
+        if self.defender is None or address is None:
+            return None
+        return BANNED if self.defender.is_banned(address, self.reactor.seconds()) else None
+
+    def login_failed(self, address: str | None) -> str | None:
         """
         Tell the defender about a failed login.
 
-        @return: whether the address is now banned.
+        @return: the text of the 421 when this failure got the address
+            banned, else C{None}.
         """
         if self.defender is None or address is None:
-            return False
+            return None
         now = self.reactor.seconds()
         if not self.defender.failed(address, now):
-            return False
+            return None
         _log.warn(
             "Banned {address} for {seconds:.0f}s after repeated failed logins; banned now: {bans}",
             address=address,
             seconds=self.defender.ban_seconds,
             bans=sorted(self.defender.banned(now)),
         )
-        return True
+        return BANNED
 
     def emit(self, event: FTPEvent) -> None:
         """Pass C{event} to every observer; an observer's error is logged, never raised."""

@@ -168,11 +168,19 @@ class IAuthenticator(Interface):
         Check the credentials.
 
         @return: a Deferred firing with the session value, or failing with
-            L{exftp.LoginFailed} (or any error, which also refuses the login).
+            L{exftp.LoginFailed} (or any error, which also refuses the login
+            and counts as a failed login), or with
+            L{exftp.AuthenticationUnavailable} (any server-side L{exftp.FTPError})
+            when the credentials cannot be checked now: answered 421, never
+            counted as a failed login or toward a ban.
         """
 
     def authenticated(session: Session) -> Deferred[bool]:
-        """Re-validate a session that logged in earlier; C{False} ends it."""
+        """
+        Re-validate a session that logged in earlier; C{False} ends it. A
+        server-side L{exftp.FTPError} (such as L{exftp.AuthenticationUnavailable})
+        means "cannot say now": the session goes on and the failure is logged.
+        """
 
 
 class IReadFile(Interface):

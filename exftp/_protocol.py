@@ -64,9 +64,10 @@ from ._interfaces import (
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, quote_path
-from ._session import RULES, Access, SessionState, canonical_verb, check
+from ._session import RULES, SessionState, canonical_verb, check, required_permission, revalidates
 from ._tls import SameContext, control_context
 from ._transport import write_now
+from .storage._readonly import refusal
 from .storage._streaming import ChunksReader
 
 if TYPE_CHECKING:
@@ -315,9 +316,8 @@ class FTPProtocol(LineReceiver):
         if immediate:
             self._run_immediate(handler, cmd)
             return
-        revalidate = RULES[verb].access is Access.LOGGED_IN
         self._busy = True
-        running = self._start(handler, cmd, revalidate)
+        running = self._start(handler, cmd)
         if running is None:
             self._next(None)
             return
@@ -325,16 +325,16 @@ class FTPProtocol(LineReceiver):
         running.addBoth(self._next)
 
     def _run_immediate(self, handler: Handler, cmd: Command) -> None:
-        self._start(handler, cmd, False)
+        self._start(handler, cmd)
 
-    def _start(self, handler: Handler, cmd: Command, revalidate: bool) -> Deferred[None] | None:
+    def _start(self, handler: Handler, cmd: Command) -> Deferred[None] | None:
         """
         Run a command; C{None} once it is done (most commands finish at once,
         and no Deferred is made for those), else a Deferred for the rest of it.
         An unexpected error is answered 451 either way.
         """
         try:
-            running = start(self._run(handler, cmd, revalidate))
+            running = start(self._run(handler, cmd))
         except Exception:
             self._unexpected(Failure(), cmd)
             return None
@@ -345,22 +345,30 @@ class FTPProtocol(LineReceiver):
     async def _still_valid(self) -> bool:
         """
         Ask the authenticator whether the session is still valid; when it is
-        not (or cannot say), reply 421 and close.
+        not (or fails unexpectedly), reply 421 and close.
+
+        When the authenticator cannot say for now (a server-side L{FTPError}
+        such as L{AuthenticationUnavailable<exftp.AuthenticationUnavailable>}:
+        its service is down), the session goes on and the problem is logged:
+        an outage of the auth service must not end every running session. A
+        refusal still ends the session once the service answers again.
         """
         session = self.session
         assert session is not None
+        text = "Session is no longer valid; closing control connection."
         try:
             valid = await maybeDeferred(self.factory.authenticator.authenticated, session)
         except CancelledError:
             raise
         except FTPError as error:
-            _log.warn("Re-validation of {user!r} failed: {why}", user=session.username, why=error.message)
-            valid, text = False, "Authentication service unavailable; closing control connection."
+            if not error.client_fault:
+                _log.error("Could not re-validate {user!r} from {peer}, the session goes on: {why}",
+                           user=session.username, peer=self.peer_host, why=error.message)
+                return True
+            valid = False
         except Exception:
             _log.failure("Re-validation of {user!r} failed", user=session.username)
             valid, text = False, "Authentication service unavailable; closing control connection."
-        else:
-            text = "Session is no longer valid; closing control connection."
         if valid:
             return True
         _log.info("Session of {user!r} from {peer} ended: no longer valid", user=session.username,
@@ -369,9 +377,27 @@ class FTPProtocol(LineReceiver):
         self._close_control()
         return False
 
-    async def _run(self, handler: Handler, cmd: Command, revalidate: bool) -> None:
+    async def _allowed(self, cmd: Command) -> bool:
+        """
+        Re-validate the session first when the command may reveal or change
+        data, even when it is answered while another command runs
+        (C{False}: the session ended); then check the command's permission.
+
+        @raise PermissionDenied: the session lacks the permission.
+        """
+        verb = canonical_verb(cmd.verb)
+        if revalidates(verb, cmd.argument) and not await self._still_valid():
+            return False
+        permission = required_permission(verb, cmd.argument)
+        if permission is not None and self.session is not None:
+            denied = refusal(self.session, permission.letter, permission.what)
+            if denied is not None:
+                raise denied
+        return True
+
+    async def _run(self, handler: Handler, cmd: Command) -> None:
         try:
-            if revalidate and not await self._still_valid():
+            if not await self._allowed(cmd):
                 return
             await handler(self, cmd.argument)
         except FTPError as error:
@@ -691,40 +717,31 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     username = proto.state.username
     assert username is not None
     factory = proto.factory
+    banned = factory.ban_refusal(proto.peer_host)
+    if banned is not None:
+        # Sessions opened before the ban stop guessing too; nobody is asked.
+        proto.state.username = None
+        _log.info("Refused login of {user!r} from banned {peer}", user=username, peer=proto.peer_host)
+        proto.reply(Reply.SERVICE_NOT_AVAILABLE, banned)
+        proto._close_control()
+        return
     authenticator = factory.authenticator
     started = factory.reactor.seconds()
+    checked = False  # whether the authenticator gave its verdict
     try:
         if not await maybeDeferred(authenticator.valid_user, username):
             raise LoginFailed()
         session: Session = await maybeDeferred(authenticator.login, username, argument)
+        checked = True
         storage: IStorage = await maybeDeferred(proto.factory.storage_factory.storage_for, session)
     except CancelledError:
         raise
     except Exception as error:
-        proto.login_failures += 1
-        proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN)
-        proto.state.username = None
-        banned = factory.login_failed(proto.peer_host)
-        _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
-                  peer=proto.peer_host, count=proto.login_failures)
-        if isinstance(error, FTPError) and not isinstance(error, LoginFailed) and not error.client_fault:
-            _log.warn("Login of {user!r} could not be checked: {why}", user=username, why=error.message)
-        elif not isinstance(error, FTPError):
-            _log.failure("Login error", Failure(error))
-        # Answer every failure at the same time after PASS, however quick the
-        # check was, so timing tells nothing about which users exist.
-        remaining = started + factory.login_failure_delay - factory.reactor.seconds()
-        if remaining > 0:
-            await deferLater(factory.reactor, remaining)
-        if banned:
-            proto.reply(Reply.SERVICE_NOT_AVAILABLE, "Too many failed logins from your address; try again later.")
-            proto._close_control()
+        if not checked and isinstance(error, FTPError) and not error.client_fault:
+            await _login_unavailable(proto, username, error, started)
             return
-        if proto.login_failures >= factory.max_login_failures:
-            proto.reply(Reply.NOT_LOGGED_IN, "Login incorrect; too many failures, closing connection.")
-            proto._close_control()
-            return
-        raise LoginFailed() from None
+        await _login_failed(proto, username, error, started)
+        return
     proto.session, proto.storage = session, storage
     proto.state.username = None
     proto.state.logged_in = True
@@ -732,6 +749,65 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     proto.cwd = VirtualPath.root()
     _log.info("Login of {user!r} from {peer}", user=session.username, peer=proto.peer_host)
     proto.reply(Reply.USER_LOGGED_IN, "Login successful.")
+
+
+async def _after_login_delay(proto: FTPProtocol, started: float) -> None:
+    """
+    Wait until C{login_failure_delay} after PASS, however quick the check
+    was, so that timing tells nothing about which users exist.
+    """
+    factory = proto.factory
+    remaining = started + factory.login_failure_delay - factory.reactor.seconds()
+    if remaining > 0:
+        await deferLater(factory.reactor, remaining)
+
+
+async def _login_unavailable(proto: FTPProtocol, username: str, error: FTPError, started: float) -> None:
+    """
+    The authenticator could not check the login (a server-side L{FTPError}
+    such as L{AuthenticationUnavailable<exftp.AuthenticationUnavailable>}: its
+    service is down): a server problem, logged as such, answered 421 (RFC 959:
+    service not available, closing the control connection; the client may
+    retry later) and never counted as a failed login or toward a ban, so
+    that an outage bans nobody.
+    """
+    proto.state.username = None
+    cause = error.__cause__
+    why = f"{error.message} ({type(cause).__name__}: {cause})" if cause is not None else error.message
+    _log.error("Login of {user!r} from {peer} could not be checked: {why}", user=username,
+               peer=proto.peer_host, why=why)
+    await _after_login_delay(proto, started)
+    proto.reply(Reply.SERVICE_NOT_AVAILABLE, "Service not available: the authentication service did not "
+                "answer; closing control connection, try again later.")
+    proto._close_control()
+
+
+async def _login_failed(proto: FTPProtocol, username: str, error: Exception, started: float) -> None:
+    """
+    A refused login, or one that failed unexpectedly or after the
+    authenticator's verdict (the user's storage): counted, answered 530.
+    """
+    factory = proto.factory
+    proto.login_failures += 1
+    proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN)
+    proto.state.username = None
+    banned = factory.login_failed(proto.peer_host)
+    _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
+              peer=proto.peer_host, count=proto.login_failures)
+    if not isinstance(error, FTPError):
+        _log.failure("Login error", Failure(error))
+    elif not error.client_fault:
+        _log.warn("Login of {user!r} could not be completed: {why}", user=username, why=error.message)
+    await _after_login_delay(proto, started)
+    if banned is not None:
+        proto.reply(Reply.SERVICE_NOT_AVAILABLE, banned)
+        proto._close_control()
+        return
+    if proto.login_failures >= factory.max_login_failures:
+        proto.reply(Reply.NOT_LOGGED_IN, "Login incorrect; too many failures, closing connection.")
+        proto._close_control()
+        return
+    raise LoginFailed() from None
 
 
 @command("ACCT")

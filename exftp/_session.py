@@ -98,6 +98,45 @@ RULES: dict[str, Rule] = {
     "HOST": Rule(_A, _REQ),
 }
 
+#: Logged-in verbs that, without an argument, tell only about the session
+#: itself (STAT: its status), so they skip re-validation and need no permission.
+_SESSION_ONLY_WITHOUT_ARGUMENT = frozenset({"STAT"})
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """
+    A permission a command needs: one of pyftpdlib's letters.
+
+    @ivar letter: the letter (C{e l r a d f m w M T}).
+    @ivar what: what it allows, for the refusal ("you may not I{what}").
+    """
+
+    letter: str
+    what: str
+
+
+_CWD = Permission("e", "change directories")
+_LIST = Permission("l", "list directories")
+_READ = Permission("r", "download")
+
+#: The permission each verb needs (pyftpdlib's letters: C{l} covers every
+#: command that tells what exists, how big and how old; C{f} both halves of
+#: a rename). Checked before the storage is called.
+PERMISSIONS: dict[str, Permission] = {
+    "CWD": _CWD,
+    "CDUP": _CWD,
+    **dict.fromkeys(["LIST", "NLST", "STAT", "MLSD", "MLST", "SIZE", "MDTM"], _LIST),
+    **dict.fromkeys(["RETR", "HASH", "XCRC", "XMD5", "XSHA1", "XSHA256"], _READ),
+    "APPE": Permission("a", "append"),
+    **dict.fromkeys(["DELE", "RMD"], Permission("d", "delete")),
+    **dict.fromkeys(["RNFR", "RNTO"], Permission("f", "rename")),
+    "MKD": Permission("m", "create directories"),
+    **dict.fromkeys(["STOR", "STOU"], Permission("w", "upload")),
+    "SITE CHMOD": Permission("M", "change permissions"),
+    "MFMT": Permission("T", "change modification times"),
+}
+
 #: Old or alternative spellings (RFC 775 X-commands).
 ALIASES: dict[str, str] = {
     "XPWD": "PWD",
@@ -157,6 +196,28 @@ def check(state: SessionState, verb: str, argument: str) -> None:
         if rename_from is None:
             raise BadSequence("RNFR required first.")
         state.rename_from = rename_from
+
+
+def revalidates(verb: str, argument: str) -> bool:
+    """
+    Whether the session must be re-validated before C{verb} runs: every
+    logged-in command that may reveal or change data (plain STAT, the
+    session's own status, does not), including one answered while another
+    command is busy.
+    """
+    rule = RULES.get(verb)
+    if rule is None or rule.access is not Access.LOGGED_IN:
+        return False
+    return bool(argument.strip()) or verb not in _SESSION_ONLY_WITHOUT_ARGUMENT
+
+
+def required_permission(verb: str, argument: str) -> Permission | None:
+    """The permission C{verb} with C{argument} needs, if any (SITE by its sub-command)."""
+    if verb in _SESSION_ONLY_WITHOUT_ARGUMENT and not argument.strip():
+        return None
+    if verb == "SITE":
+        verb = "SITE " + argument.strip().partition(" ")[0].upper()
+    return PERMISSIONS.get(verb)
 
 
 def check_or_error(state: SessionState, verb: str, argument: str) -> FTPError | None:

@@ -1016,6 +1016,26 @@ class RevalidationTests(HTTPAuthTestCase):
         auth.authenticated_url = self.url("/basic")
         self.assertTrue(await auth.authenticated(session))
 
+    async def test_outage_is_asked_about_again_a_ttl_later(self) -> None:
+        """A failed check is not repeated for every command: once per TTL per session (issue 16)."""
+        auth = self.make(
+            HTTPBasicAuthenticator, "/basic", authenticated_url=self.url("/error"), authenticated_ttl_ms=60_000
+        )
+        session = await auth.login("alice", SECRET)
+        self.clock.advance(60)
+        await self.unavailable(auth.authenticated(session))
+        self.assertEqual(self.root.count("/error"), 1)
+        self.clock.advance(59)
+        self.assertTrue(await auth.authenticated(session), "within the TTL of the failed check")
+        self.assertEqual(self.root.count("/error"), 1)
+        self.clock.advance(1)
+        await self.unavailable(auth.authenticated(session))
+        self.assertEqual(self.root.count("/error"), 2)
+        auth.authenticated_url = self.url("/basic")
+        self.clock.advance(60)
+        self.basic_users.users.pop(b"alice")
+        self.assertFalse(await auth.authenticated(session), "a refusal after the outage still ends the session")
+
     async def test_cancelled_check_stops_the_request(self) -> None:
         auth = self.make(HTTPBasicAuthenticator, "/basic", authenticated_url=self.url("/hang"), authenticated_ttl_ms=0)
         session = await auth.login("alice", SECRET)

@@ -936,11 +936,10 @@ class PermissionTests(SynchronousTestCase):
                      "RNFR a.txt", "MFMT 20200101000000 a.txt", "SITE CHMOD 600 a.txt"):
             client.passive()
             reply = client.send(line)
-            if line.startswith("RNFR"):
-                reply = client.send("RNTO b.txt")
             # Refused for the permission (RMD x would be a 550 for a missing directory too).
             self.assertEqual(len(reply), 1, line)
             self.assertTrue(reply[0].startswith("550 Permission denied: you may not "), (line, reply))
+        self.assertEqual(client.send("RNTO b.txt")[0][:4], "503 ")  # RNFR itself was refused (issue 16)
         self.assertEqual(client.storage.read_file("/in/a.txt"), b"secret")
         self.assertRaises(FileNotFound, client.storage.read_file, "/in/b.txt")
         self.assertRaises(FileNotFound, client.storage.read_file, "/in/d")
@@ -948,9 +947,10 @@ class PermissionTests(SynchronousTestCase):
     def test_mlst_perm_fact_follows_permissions(self) -> None:
         client = _Client()
         client.storage.add_file("/in/a.txt", b"x")
+        client.auth.permissions["dropbox"] = frozenset("elw")  # MLST needs l (issue 16)
         client.login("dropbox", "pw")
         self.assertIn("perm=w;", client.send("MLST in/a.txt")[1])
-        self.assertIn("perm=ec;", client.send("MLST in")[1])
+        self.assertIn("perm=elc;", client.send("MLST in")[1])
 
     def test_no_cwd_without_e(self) -> None:
         client = _Client()

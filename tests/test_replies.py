@@ -120,6 +120,7 @@ _ERROR_REPLIES = {
     "StorageUnavailable": 451,
     "TransferAborted": 426,
     "DataConnectionFailed": 425,
+    "AuthenticationUnavailable": 421,
 }
 
 

@@ -9,7 +9,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exftp import BadSequence, CommandSyntaxError, FTPError, NotLoggedIn, UnknownCommand, VirtualPath
-from exftp._session import ALIASES, RULES, Access, Argument, SessionState, canonical_verb, check, check_or_error
+from exftp._session import (
+    ALIASES,
+    PERMISSIONS,
+    RULES,
+    Access,
+    Argument,
+    SessionState,
+    canonical_verb,
+    check,
+    check_or_error,
+    required_permission,
+    revalidates,
+)
+from exftp.storage._readonly import ALL_PERMISSIONS
 
 _ANYONE = sorted(verb for verb, rule in RULES.items() if rule.access is Access.ANYONE and verb != "PASS")
 _LOGGED_IN = sorted(verb for verb, rule in RULES.items() if rule.access is Access.LOGGED_IN)
@@ -142,3 +155,48 @@ def test_no_logged_in_command_passes_without_login(commands: list[tuple[str, str
         if verb == "USER" and error is None:
             state.username = argument
     assert not state.logged_in
+
+
+# Re-validation and permissions (issue 16)
+
+
+@pytest.mark.parametrize("verb", _LOGGED_IN)
+def test_every_logged_in_command_with_an_argument_revalidates(verb: str) -> None:
+    assert revalidates(verb, "x")
+
+
+@pytest.mark.parametrize("verb", [*_ANYONE, "PASS"])
+def test_commands_open_to_anyone_do_not_revalidate(verb: str) -> None:
+    """NOOP, ABOR, QUIT...: nothing of the user's data is revealed or changed."""
+    assert not revalidates(verb, "")
+    assert not revalidates(verb, "x")
+
+
+def test_stat_revalidates_only_with_a_path() -> None:
+    """Plain STAT tells the session's own status; STAT <path> lists."""
+    assert not revalidates("STAT", "")
+    assert not revalidates("STAT", "  ")
+    assert revalidates("STAT", "/secret")
+    assert required_permission("STAT", "") is None
+    assert required_permission("STAT", "/secret") == PERMISSIONS["LIST"]
+
+
+@pytest.mark.parametrize("verb", ["LIST", "NLST", "STAT", "MLSD", "MLST", "SIZE", "MDTM"])
+def test_l_covers_everything_that_tells_what_exists(verb: str) -> None:
+    """pyftpdlib's letters: C{l} for every command that reveals existence, size or time."""
+    permission = required_permission(verb, "x")
+    assert permission is not None and permission.letter == "l"
+
+
+def test_rename_needs_f_on_both_halves() -> None:
+    assert [required_permission(verb, "x").letter for verb in ("RNFR", "RNTO")] == ["f", "f"]  # type: ignore[union-attr]
+
+
+def test_site_permissions_by_sub_command() -> None:
+    assert required_permission("SITE", "chmod 600 a").letter == "M"  # type: ignore[union-attr]
+    assert required_permission("SITE", "HELP") is None
+
+
+def test_permission_letters_are_pyftpdlibs() -> None:
+    assert {p.letter for p in PERMISSIONS.values()} == ALL_PERMISSIONS
+    assert set(PERMISSIONS) - {"SITE CHMOD"} <= set(RULES)

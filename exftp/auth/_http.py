@@ -15,7 +15,9 @@ that an auth service written for ex_ftp works unchanged. Unlike ex_ftp:
 
 HTTP 200 means yes; a 4xx (401, 403, 404...) means no (L{exftp.LoginFailed});
 anything else (no connection, timeout, 5xx, 408, 429, redirects, other 2xx,
-oversized or unusable answers) raises L{AuthenticationUnavailable}.
+oversized or unusable answers) raises L{AuthenticationUnavailable}: the
+server answers that PASS with 421 and does not count it as a failed login,
+and a session whose re-validation meets it goes on (asked again a TTL later).
 Passwords, tokens and password hashes never appear in logs or errors.
 """
 
@@ -42,11 +44,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from .._errors import FTPError, InvalidPath, LoginFailed
+from .._errors import AuthenticationUnavailable, FTPError, InvalidPath, LoginFailed
 from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, read_body, redacted
 from .._interfaces import IAuthenticator, Session
 from .._paths import VirtualPath
-from .._replies import Reply
 from ..storage._readonly import check_permissions
 from ._digest import DigestChallenge, authorization, choose_digest
 
@@ -80,17 +81,6 @@ _VISIBLE = re.compile(r"[\x21-\x7e]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Status codes that say "try again later" although they are 4xx.
 _TRANSIENT = frozenset({408, 429})
-
-
-class AuthenticationUnavailable(FTPError):
-    """
-    The authentication service gave no usable answer: it could not be
-    reached, was too slow, failed (5xx), redirected, or sent an answer that
-    is too large or malformed. Server-caused; the login is refused.
-    """
-
-    reply = Reply.SERVICE_NOT_AVAILABLE
-    default_message = "Authentication service unavailable, try again later."
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -228,7 +218,9 @@ class _HTTPAuthenticator(HTTPUser):
         when no C{authenticated_url} is configured), else asks the service at
         C{authenticated_url} with that same credential. Once refused, a
         session stays refused. Fails with L{AuthenticationUnavailable} when
-        the service gives no usable answer.
+        the service gives no usable answer; the session is then not asked
+        about again for C{authenticated_ttl_ms}, so that an outage costs each
+        session one failed check per TTL, not one per command.
         """
         if self.authenticated_url is None:
             return succeed(True)
@@ -243,7 +235,7 @@ class _HTTPAuthenticator(HTTPUser):
         if state.pending is None:
             check = self._deadline(self._revalidate(state, now), "re-validation", state.credential.username)
             state.pending = check
-            check.addBoth(self._revalidated, state)
+            check.addBoth(self._revalidated, state, now)
         return waiter
 
     async def _revalidate(self, state: _Validation, started: float) -> bool:
@@ -256,8 +248,10 @@ class _HTTPAuthenticator(HTTPUser):
         state.checked_at = started
         return True
 
-    def _revalidated(self, result: bool | Failure, state: _Validation) -> None:
+    def _revalidated(self, result: bool | Failure, state: _Validation, started: float) -> None:
         state.pending = None
+        if isinstance(result, Failure) and result.check(AuthenticationUnavailable):
+            state.checked_at = started  # an outage: ask again a TTL later
         waiters, state.waiters = state.waiters, []
         for waiter in waiters:
             if waiter.called:
@@ -575,8 +569,8 @@ class WebhookAuthenticator(_HTTPAuthenticator):
 
     The session then gets C{root}, C{read_only}, and the whole object in
     C{Session.attributes["webhook"]}. An answer that declares JSON but is
-    not valid, or has members of the wrong type, refuses the login
-    (L{AuthenticationUnavailable}) and is logged.
+    not valid, or has members of the wrong type, fails the login with
+    L{AuthenticationUnavailable} (421, a server problem) and is logged.
     """
 
     kind = "webhook"

@@ -3,7 +3,10 @@ Restricted views of any storage: per-session permissions and read-only access.
 
 Permissions use pyftpdlib's letters: C{e} change directory, C{l} list,
 C{r} retrieve, C{a} append, C{d} delete, C{f} rename, C{m} make directory,
-C{w} store, C{M} change mode, C{T} change modification time.
+C{w} store, C{M} change mode, C{T} change modification time. As in
+pyftpdlib, C{l} covers every command that tells what exists, how big and how
+old (LIST, NLST, STAT, MLSD, MLST, SIZE, MDTM), and C{f} covers RNFR as well
+as RNTO (see L{exftp._session.PERMISSIONS}).
 """
 
 from __future__ import annotations
@@ -123,6 +126,27 @@ class ReadOnlyStorage(RestrictedStorage):
         if letter not in self.allowed:
             return fail(PermissionDenied("Permission denied: read-only access."))
         return call(*args)
+
+
+def granted(session: Session) -> frozenset[str]:
+    """The permission letters C{session} holds (read-only wins over C{permissions})."""
+    if session.read_only:
+        return READ_ONLY_PERMISSIONS
+    return ALL_PERMISSIONS if session.permissions is None else session.permissions
+
+
+def refusal(session: Session, letter: str, what: str) -> PermissionDenied | None:
+    """
+    The 550 that refuses an action needing permission C{letter} (that
+    allows to I{what}), or C{None} when C{session} holds it. The same
+    refusal as the restricted storages', checked by the protocol before any
+    storage is called, so a storage that applies no restriction opens no hole.
+    """
+    if letter in granted(session):
+        return None
+    if session.read_only:
+        return PermissionDenied("Permission denied: read-only access.")
+    return PermissionDenied(f"Permission denied: you may not {what}.")
 
 
 def for_session(storage: IStorage, session: Session) -> IStorage:

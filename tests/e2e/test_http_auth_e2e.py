@@ -42,6 +42,8 @@ class AuthService:
     def __init__(self) -> None:
         self.users = {name: entry for name, entry in USERS.items()}
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
+        #: When set, every request is answered with this status (an outage).
+        self.down: int | None = None
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +51,11 @@ class AuthService:
                 url = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(url.query)
                 service.requests.append((url.path, query))
+                if service.down is not None:
+                    self.send_response(service.down)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 name = query.get("username", [""])[0]
                 offered = query.get("password_hash", [""])[0]
                 entry = service.users.get(name)
@@ -101,6 +108,16 @@ def hook_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hook_server(start_server: Callable[..., FTPServer], auth_service: AuthService, hook_root: Path) -> FTPServer:
     """A server whose logins are checked by the webhook."""
     return start_server("--auth", "webhook:" + auth_service.url("/login"), root=hook_root)
+
+
+def _revalidating_server(start: Callable[..., FTPServer], service: AuthService, root: Path) -> FTPServer:
+    """A server that re-checks every command's session at C{/check} (C{authenticated_ttl_ms=0})."""
+    return start(
+        "--auth", "webhook:" + service.url("/login"),
+        "--auth-option", "authenticated_url=" + service.url("/check"),
+        "--auth-option", "authenticated_ttl_ms=0",
+        root=root,
+    )  # fmt: skip
 
 
 def _login(server: FTPServer, user: str) -> ftplib.FTP:
@@ -197,6 +214,22 @@ def test_json_permissions_make_an_upload_only_drop_box(hook_server: FTPServer, h
     assert sorted(path.name for path in (hook_root / "frank").iterdir()) == ["dropped.txt", "frank.txt"]
 
 
+def test_json_permissions_hide_existence_size_and_time(hook_server: FTPServer) -> None:
+    """
+    C{"permissions": "ew"}: without C{l}, SIZE, MDTM, MLST and STAT tell
+    nothing of a file, and without C{f} RNFR is refused (pyftpdlib's letters).
+    """
+    client = _login(hook_server, "frank")
+    try:
+        for line in ("SIZE frank.txt", "MDTM frank.txt", "MLST frank.txt", "STAT frank.txt", "STAT /",
+                     "SIZE missing.txt", "RNFR frank.txt"):
+            with pytest.raises(ftplib.error_perm) as refused:
+                client.sendcmd(line)
+            assert str(refused.value).startswith("550 Permission denied"), (line, refused.value)
+    finally:
+        client.close()
+
+
 def test_passwords_never_logged(hook_server: FTPServer) -> None:
     start = hook_server.log_position()
     with pytest.raises(ftplib.error_perm):
@@ -213,28 +246,141 @@ def test_passwords_never_logged(hook_server: FTPServer) -> None:
 def test_auth_service_down_refuses_logins(
     start_server: Callable[..., FTPServer], auth_service: AuthService, tmp_path: Path
 ) -> None:
-    """A service that cannot be reached: 530 (never an open door), and the server keeps running."""
+    """
+    A service that cannot be reached: 421 service not available (never an
+    open door; 530 before issue 16), and the server keeps running.
+    """
     probe = AuthService()
     url = probe.url("/login")
     probe.stop()
     server = start_server("--auth", "webhook:" + url, "--auth-option", "timeout=5", root=tmp_path)
     for _ in range(2):
-        with pytest.raises(ftplib.error_perm) as refused:
+        with pytest.raises(ftplib.error_temp) as refused:
             server.login("carol", USERS["carol"][0])
-        assert code(refused.value) == 530
+        assert code(refused.value) == 421
     assert server.alive()
+
+
+def test_auth_outage_is_421_and_bans_nobody(start_server: Callable[..., FTPServer], tmp_path: Path) -> None:
+    """
+    Logins during an outage (HTTP 503) are answered 421 and closed, logged as
+    a server problem, and never count toward a ban: with a ban after two
+    failures, four logins in the outage leave the address free.
+    """
+    service = AuthService()
+    try:
+        server = start_server(
+            "--auth", "webhook:" + service.url("/login"),
+            "--ban-threshold", "2", "--login-failure-delay", "0",
+            root=tmp_path,
+        )  # fmt: skip
+        start = server.log_position()
+        service.down = 503
+        for _ in range(4):
+            client = server.connect()
+            try:
+                with pytest.raises(ftplib.error_temp) as outage:
+                    client.login("carol", USERS["carol"][0])
+                assert code(outage.value) == 421
+                assert "Service not available" in str(outage.value)
+                with pytest.raises((EOFError, OSError)):
+                    client.voidcmd("NOOP")  # the server closed the connection
+            finally:
+                client.close()
+        server.wait_for_log("could not be checked", start=start)
+        assert "Banned" not in server.log(start)
+        service.down = None
+        client = server.login("carol", USERS["carol"][0])
+        client.close()
+    finally:
+        service.stop()
+
+
+def test_revalidation_outage_keeps_the_session(start_server: Callable[..., FTPServer], tmp_path: Path) -> None:
+    """An outage does not end running sessions; a refusal once the service is back does."""
+    service = AuthService()
+    try:
+        server = _revalidating_server(start_server, service, tmp_path)
+        client = server.login("carol", USERS["carol"][0])
+        try:
+            service.down = 500
+            assert client.pwd() == "/"
+            assert client.nlst() == []
+            assert service.requests[-1][0] == "/check"
+            service.down = None
+            del service.users["carol"]
+            with pytest.raises(ftplib.error_temp) as ended:
+                client.pwd()
+            assert code(ended.value) == 421
+        finally:
+            client.close()
+        server.wait_for_log("Could not re-validate 'carol'")
+    finally:
+        service.stop()
+
+
+def test_ban_reaches_sessions_opened_before_it(
+    start_server: Callable[..., FTPServer], auth_service: AuthService, tmp_path: Path
+) -> None:
+    """
+    The ban is checked at every PASS: sessions opened before it cannot go on
+    guessing (they used to, up to --max-login-failures each), and their PASS
+    never reaches the auth service.
+    """
+    server = start_server(
+        "--auth", "webhook:" + auth_service.url("/login"),
+        "--ban-threshold", "3", "--login-failure-delay", "0", "--max-login-failures", "10",
+        root=tmp_path,
+    )  # fmt: skip
+    clients = [server.connect() for _ in range(4)]
+    guesser, others = clients[0], clients[1:]
+    try:
+        for attempt in range(2):
+            with pytest.raises(ftplib.error_perm) as wrong:
+                guesser.login("carol", f"guess-{attempt}")
+            assert code(wrong.value) == 530
+        with pytest.raises(ftplib.error_temp) as banned:
+            guesser.login("carol", "guess-2")
+        assert code(banned.value) == 421
+        asked = len(auth_service.requests)
+        for other in others:
+            with pytest.raises(ftplib.error_temp) as refused:
+                other.login("carol", USERS["carol"][0])  # even the right password
+            assert code(refused.value) == 421
+            assert "Too many failed logins" in str(refused.value)
+        assert len(auth_service.requests) == asked
+        with pytest.raises(ftplib.error_temp):
+            server.connect()  # and new connections are refused at once, as before
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_stat_of_a_path_while_busy_is_revalidated(
+    start_server: Callable[..., FTPServer], auth_service: AuthService, hook_root: Path
+) -> None:
+    """A revoked user cannot list with STAT <path> while a RETR waits for its data connection."""
+    server = _revalidating_server(start_server, auth_service, hook_root)
+    auth_service.users["grace"] = ("grace-Pw-7", None)
+    try:
+        with server.control() as control:
+            control.login("grace", "grace-Pw-7")
+            control.pasv()
+            assert control.cmd("RETR top.txt").code == 150  # busy: no data connection is made
+            assert control.cmd("STAT /alice").code == 213  # still valid: listed while busy
+            del auth_service.users["grace"]
+            reply = control.cmd("STAT /alice")
+            assert reply.code == 421, reply
+            assert "alice.txt" not in reply.text
+    finally:
+        auth_service.users.pop("grace", None)
 
 
 def test_revoked_user_loses_the_session(
     start_server: Callable[..., FTPServer], auth_service: AuthService, tmp_path: Path
 ) -> None:
     """With authenticated_ttl_ms=0 every command re-checks the session's own credential."""
-    server = start_server(
-        "--auth", "webhook:" + auth_service.url("/login"),
-        "--auth-option", "authenticated_url=" + auth_service.url("/check"),
-        "--auth-option", "authenticated_ttl_ms=0",
-        root=tmp_path,
-    )  # fmt: skip
+    server = _revalidating_server(start_server, auth_service, tmp_path)
     auth_service.users["erin"] = ("erin-Pw-5", None)
     client = server.login("erin", "erin-Pw-5")
     try:
