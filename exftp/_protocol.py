@@ -980,8 +980,6 @@ async def _passive(proto: FTPProtocol) -> int:
     if isinstance(previous, PassiveChannel):
         await previous.released()
     factory = proto.factory
-    if factory.passive_listeners >= factory.max_passive_listeners:
-        raise DataConnectionFailed("Too many passive connections; try again later.")
     channel = PassiveChannel(
         factory.reactor,
         proto.peer_host,
@@ -989,9 +987,15 @@ async def _passive(proto: FTPProtocol) -> int:
         trusted_proxies=factory.trusted_proxies,
         **proto.data_protection(),
     )
-    port = channel.listen(proto.local_host, factory.passive_ports)
-    factory.passive_listeners += 1
-    channel.on_stop = factory.passive_listener_closed
+    # Counted before the port opens and released when it closes, whichever way
+    # (connection, timeout, ABOR, new PASV, disconnect): no await in between.
+    release = factory.open_passive_listener(proto.peer_host)
+    channel.on_stop = release
+    try:
+        port = channel.listen(proto.local_host, factory.passive_ports)
+    except BaseException:
+        release()
+        raise
     proto._channel = channel
     return port
 
