@@ -64,7 +64,7 @@ from ._interfaces import (
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, quote_path
-from ._session import RULES, Access, SessionState, canonical_verb, check
+from ._session import RULES, Access, SessionState, canonical_verb, check, refuse_line
 from ._tls import SameContext, control_context
 from ._transport import write_now
 from .storage._streaming import ChunksReader
@@ -299,6 +299,7 @@ class FTPProtocol(LineReceiver):
         try:
             cmd = parse_command(line)
         except FTPError as error:
+            refuse_line(self.state)
             self.reply(error.reply, error.message)
             return
         verb = canonical_verb(cmd.verb)

@@ -159,6 +159,15 @@ def check(state: SessionState, verb: str, argument: str) -> None:
         state.rename_from = rename_from
 
 
+def refuse_line(state: SessionState) -> None:
+    """
+    Note a line refused before it was a command (not UTF-8, a NUL, no verb):
+    it still comes between RNFR and RNTO, so the RNFR is forgotten, as
+    L{check} forgets it for a refused command.
+    """
+    state.rename_from = None
+
+
 def check_or_error(state: SessionState, verb: str, argument: str) -> FTPError | None:
     """Like L{check}, returning the refusal instead of raising it."""
     try:
