@@ -14,14 +14,14 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 
-from exftp import FTPFactory, Reply, VirtualPath
+from exftp import FTPFactory, FTPProtocol, Reply, VirtualPath
 from exftp._session import RULES, Access
 from exftp.testing import MemoryAuthenticator, MemoryStorage, MemoryStorageFactory
 
@@ -52,37 +52,83 @@ def _replies(data: bytes) -> list[tuple[int, list[str]]]:
     return replies
 
 
-class SessionMachine(RuleBasedStateMachine):
-    """One client at a time; QUIT ends it and a new one connects to the same server."""
+class _Server:
+    """An FTPFactory on memory parts, a reactor to run it, and clients that talk to it."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, users: dict[str, str], roots: dict[str, str] | None = None) -> None:
         self.reactor = MemoryReactorClock()
         self.storage = MemoryStorage(self.reactor)
-        self.storage.add_file("/f.txt", b"data")
-        self.storage.make_directory(VirtualPath.parse("/a"))
         self.factory = FTPFactory(
-            MemoryAuthenticator({"alice": "secret"}),
+            MemoryAuthenticator(users, roots=roots),
             MemoryStorageFactory(self.storage),
             reactor=self.reactor,
             login_failure_delay=0,
             max_login_failures=10**6,
             defender=None,
         )
-        self.errors: list[dict[str, Any]] = []
+        self._clients = 0
+
+    def connect(self) -> tuple[FTPProtocol, StringTransport]:
+        """A new control connection; its 220 greeting is read."""
+        self._clients += 1
+        peer = IPv4Address("TCP", "127.0.0.1", 40000 + self._clients)
+        proto = self.factory.buildProtocol(peer)
+        transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 21), peerAddress=peer)
+        proto.makeConnection(transport)
+        assert [code for code, _ in self.take(transport)] == [220]
+        return proto, transport
+
+    def take(self, transport: StringTransport) -> list[tuple[int, list[str]]]:
+        """Run what is ready to run; the replies sent since the last call."""
+        for _ in range(20):
+            self.reactor.advance(0)
+        data = transport.value()
+        transport.clear()
+        return _replies(data)
+
+    def exchange(self, proto: FTPProtocol, transport: StringTransport, line: bytes) -> tuple[int, list[str]]:
+        """Send one line; its one reply, which has a valid code."""
+        proto.dataReceived(line + b"\r\n")
+        replies = self.take(transport)
+        assert len(replies) == 1, f"{line!r} got {len(replies)} replies: {replies}"
+        code, lines = replies[0]
+        assert code in _VALID_CODES, (line, lines)
+        return code, lines
+
+
+class _ErrorLog:
+    """The events logged as errors or with a failure while it is open."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(self._observe)
-        self.dirs = {VirtualPath.root(), VirtualPath.parse("/a")}
-        self.files = {VirtualPath.parse("/f.txt")}
-        self.renamed = 0
-        self.clients = 0
-        self.connected = False
 
     def _observe(self, event: dict[str, Any]) -> None:
         if "log_failure" in event or event.get("log_level") in (LogLevel.error, LogLevel.critical):
-            self.errors.append(event)
+            self.events.append(event)
+
+    def close(self) -> None:
+        globalLogPublisher.removeObserver(self._observe)
+
+
+class SessionMachine(RuleBasedStateMachine):
+    """One client at a time; QUIT ends it and a new one connects to the same server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = _Server({"alice": "secret"})
+        self.storage = self.server.storage
+        self.storage.add_file("/f.txt", b"data")
+        self.storage.make_directory(VirtualPath.parse("/a"))
+        self.factory = self.server.factory
+        self.errors = _ErrorLog()
+        self.dirs = {VirtualPath.root(), VirtualPath.parse("/a")}
+        self.files = {VirtualPath.parse("/f.txt")}
+        self.renamed = 0
+        self.connected = False
 
     def teardown(self) -> None:
-        globalLogPublisher.removeObserver(self._observe)
+        self.errors.close()
         if self.connected:
             self.proto.connectionLost()
 
@@ -90,36 +136,20 @@ class SessionMachine(RuleBasedStateMachine):
 
     @initialize()
     def connect(self) -> None:
-        self.clients += 1
-        peer = IPv4Address("TCP", "127.0.0.1", 40000 + self.clients)
-        self.proto = self.factory.buildProtocol(peer)
-        self.transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 21), peerAddress=peer)
-        self.proto.makeConnection(self.transport)
+        self.proto, self.transport = self.server.connect()
         self.connected = True
         self.logged_in = False
         self.user: str | None = None
         self.rename_from: VirtualPath | None = None
         self.passive = False
         self.cwd = VirtualPath.root()
-        assert [code for code, _ in self._take()] == [220]
-
-    def _take(self) -> list[tuple[int, list[str]]]:
-        for _ in range(20):
-            self.reactor.advance(0)
-        data = self.transport.value()
-        self.transport.clear()
-        return _replies(data)
 
     def send(self, line: bytes, verb: str | None = None) -> tuple[int, list[str]]:
         """Send one line: its one reply. C{verb} is the command's, if the line is one."""
         pending, self.rename_from = self.rename_from, None
         if verb == "RNTO":
             self.rename_from = pending
-        self.proto.dataReceived(line + b"\r\n")
-        replies = self._take()
-        assert len(replies) == 1, f"{line!r} got {len(replies)} replies: {replies}"
-        code, lines = replies[0]
-        assert code in _VALID_CODES, (line, lines)
+        code, lines = self.server.exchange(self.proto, self.transport, line)
         if verb in _LOGIN_NEEDED and not self.logged_in:
             assert code == 530, (line, lines)
         return code, lines
@@ -338,12 +368,70 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def nothing_logged_as_an_error(self) -> None:
-        assert not self.errors, self.errors
+        assert not self.errors.events, self.errors.events
 
     @invariant()
     def the_factory_counts_match(self) -> None:
         assert len(self.factory.sessions) == (1 if self.connected else 0)
         assert self.factory.passive_listeners == (1 if self.connected and self.passive else 0)
+
+
+def _tree(storage: MemoryStorage) -> dict[str, bytes | None]:
+    """Every path in C{storage}: a file's content, or C{None} for a directory."""
+    tree: dict[str, bytes | None] = {}
+
+    def walk(node: Any, path: VirtualPath) -> None:
+        tree[str(path)] = None if node.directory else node.data
+        for name, child in node.children.items():
+            walk(child, path.child(name))
+
+    walk(storage._root, VirtualPath.root())
+    return tree
+
+
+_SECRET = b"dave's 17 bytes!!"
+_segments = st.sampled_from(["..", ".", "", "home", "dave", "carol", "secret.txt", "top.txt", "x", "é", "..."])
+#: Names of what lies outside carol's root, as an escaping client would write them.
+_ESCAPES = ["/top.txt", "../../top.txt", "/home/dave/secret.txt", "../dave/secret.txt", "../../home/dave", "/home"]
+_texts = st.one_of(
+    st.sampled_from(_ESCAPES),
+    st.lists(_segments, max_size=6).map("/".join),
+    st.lists(_segments, max_size=6).map(lambda names: "/" + "/".join(names)),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["CWD", "MKD", "RMD", "DELE", "RNFR", "RNTO", "SIZE", "CDUP"]), _texts)))
+def test_a_user_root_is_never_left(commands: list[tuple[str, str]]) -> None:
+    """
+    Whatever paths a user with its own root sends, nothing outside that root
+    is changed, and no file outside it is ever reported.
+    """
+    server = _Server({"carol": "pw"}, roots={"carol": "/home/carol"})
+    server.storage.add_file("/home/carol/own.txt", b"mine")
+    server.storage.add_file("/home/dave/secret.txt", _SECRET)
+    server.storage.add_file("/top.txt", b"top")
+    before = _tree(server.storage)
+    errors = _ErrorLog()
+    try:
+        proto, transport = server.connect()
+        server.exchange(proto, transport, b"USER carol")
+        assert server.exchange(proto, transport, b"PASS pw")[0] == 230
+        for verb, text in commands:
+            line = f"{verb} {text}".encode("utf-8", "surrogatepass")
+            code, lines = server.exchange(proto, transport, line)
+            assert code < 500 or code in (500, 501, 503, 550, 553), lines
+            assert str(len(_SECRET)) not in lines[0] or code != 213, lines
+        proto.connectionLost()
+        assert not errors.events, errors.events
+    finally:
+        errors.close()
+    after = _tree(server.storage)
+    inside = VirtualPath.parse("/home/carol")
+    for path, content in {**before, **after}.items():
+        if not VirtualPath.parse(path).is_within(inside) or path == str(inside):
+            assert after.get(path, "gone") == content, path
 
 
 def test_the_machine_knows_which_verbs_need_a_login() -> None:
