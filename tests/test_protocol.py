@@ -361,6 +361,7 @@ class DataChannelSetupTests(SynchronousTestCase):
         client.reactor.busy.update({40000, 40001})
         client.login()
         self.assertEqual(client.send("PASV")[0][:4], "425 ")
+        self.assertEqual(client.factory.passive_listeners, 0)  # counted only while a port is open
         self.assertEqual(client.send("NOOP")[0][:4], "200 ")
 
     def test_epsv(self) -> None:
