@@ -397,7 +397,7 @@ _texts = st.one_of(
     st.sampled_from(_ESCAPES),
     st.lists(_segments, max_size=6).map("/".join),
     st.lists(_segments, max_size=6).map(lambda names: "/" + "/".join(names)),
-    st.text(max_size=8),
+    st.text(max_size=8).map(lambda text: text.replace("\r", "").replace("\n", "")),  # one line each
 )
 
 

@@ -62,7 +62,7 @@ def test_one_address_cannot_take_the_whole_pool(start_server: Callable[..., FTPS
     One address's sessions each send PASV and never connect; with only the
     default share, another address's PASV and download still work.
     """
-    server = start_server("--auth", AUTH, "--max-passive-listeners", str(POOL), "--login-failure-delay", "0")
+    server = start_server("--auth", AUTH, "--max-passive-listeners", str(POOL))
     (server.root / "file.txt").write_bytes(b"still served\n")
     with _sessions(server, POOL) as greedy:
         replies = _pasv_replies(greedy)
@@ -80,7 +80,7 @@ def test_one_address_cannot_take_the_whole_pool(start_server: Callable[..., FTPS
 
 def test_share_comes_back_on_disconnect_and_timeout(start_server: Callable[..., FTPServer]) -> None:
     server = start_server(
-        "--auth", AUTH, "--max-passive-listeners-per-ip", "2", "--data-timeout", "2", "--login-failure-delay", "0"
+        "--auth", AUTH, "--max-passive-listeners-per-ip", "2", "--data-timeout", "2"
     )
     with _sessions(server, 3) as (first, second, third):
         assert [r[:4] for r in _pasv_replies([first, second])] == ["227 ", "227 "]
