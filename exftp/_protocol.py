@@ -64,7 +64,15 @@ from ._interfaces import (
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, quote_path
-from ._session import RULES, SessionState, canonical_verb, check, required_permission, revalidates
+from ._session import (
+    RULES,
+    SessionState,
+    canonical_verb,
+    check,
+    refuse_line,
+    required_permission,
+    revalidates,
+)
 from ._tls import SameContext, control_context
 from ._transport import write_now
 from .storage._readonly import refusal
@@ -300,6 +308,7 @@ class FTPProtocol(LineReceiver):
         try:
             cmd = parse_command(line)
         except FTPError as error:
+            refuse_line(self.state)
             self.reply(error.reply, error.message)
             return
         verb = canonical_verb(cmd.verb)
@@ -1056,8 +1065,6 @@ async def _passive(proto: FTPProtocol) -> int:
     if isinstance(previous, PassiveChannel):
         await previous.released()
     factory = proto.factory
-    if factory.passive_listeners >= factory.max_passive_listeners:
-        raise DataConnectionFailed("Too many passive connections; try again later.")
     channel = PassiveChannel(
         factory.reactor,
         proto.peer_host,
@@ -1065,9 +1072,15 @@ async def _passive(proto: FTPProtocol) -> int:
         trusted_proxies=factory.trusted_proxies,
         **proto.data_protection(),
     )
-    port = channel.listen(proto.local_host, factory.passive_ports)
-    factory.passive_listeners += 1
-    channel.on_stop = factory.passive_listener_closed
+    # Counted before the port opens and released when it closes, whichever way
+    # (connection, timeout, ABOR, new PASV, disconnect): no await in between.
+    release = factory.open_passive_listener(proto.peer_host)
+    channel.on_stop = release
+    try:
+        port = channel.listen(proto.local_host, factory.passive_ports)
+    except BaseException:
+        release()
+        raise
     proto._channel = channel
     return port
 

@@ -312,6 +312,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-sessions", None, 1000, "Control connections allowed at once.", int],
         ["max-sessions-per-ip", None, 50, "Control connections allowed at once from one address.", int],
         ["max-passive-listeners", None, 1000, "Passive data ports open at once.", int],
+        ["max-passive-listeners-per-ip", None, 20, "Passive data ports open at once for one address.", int],
         ["ban-threshold", None, 20, "Failed logins from one address within --ban-window that ban it (0: off).", int],
         ["ban-window", None, 600.0, "Seconds over which failed logins are counted for a ban.", float],
         ["ban-time", None, 900.0, "Seconds a banned address is refused.", float],
@@ -715,6 +716,7 @@ def makeService(options: Options) -> service.MultiService:
         max_sessions=options["max-sessions"],
         max_sessions_per_ip=options["max-sessions-per-ip"],
         max_passive_listeners=options["max-passive-listeners"],
+        max_passive_listeners_per_ip=options["max-passive-listeners-per-ip"],
         trusted_proxies=options["trusted_networks"],
         tls=options["tls"],
         tls_policy=TLSPolicy(
