@@ -1563,10 +1563,36 @@ async def _stou(proto: FTPProtocol, argument: str) -> None:
     await proto.transfer_in(target, str(path), opening=f"FILE: {path.name}")
 
 
+async def _check_restart(proto: FTPProtocol, path: VirtualPath, offset: int, upload: bool) -> None:
+    """
+    Refuse (554, RFC 3659 5.4) a restart offset beyond the end of C{path}, as
+    pyftpdlib does: an upload there would leave a hole (a sparse file that a
+    later copy writes out as real zeros). A file an upload would create has
+    no bytes yet.
+    """
+    try:
+        info: FileInfo = await proto.call(proto.fs.stat, path)
+    except FileNotFound:
+        if not upload:
+            raise
+        size = 0
+    else:
+        if info.is_directory:
+            return  # opening it is refused with its own reply
+        size = info.size
+    if offset > size:
+        raise FTPError(
+            f"Requested action not taken: invalid REST parameter ({offset} is past the end of the file, {size}).",
+            Reply.INVALID_REST_PARAMETER,
+        )
+
+
 @command("RETR")
 async def _retr(proto: FTPProtocol, argument: str) -> None:
     path = proto.resolve(argument)
     offset, proto.state.restart_offset = proto.state.restart_offset, 0
+    if offset:
+        await _check_restart(proto, path, offset, upload=False)
     source: IReadFile = await proto.call(proto.fs.open_read, path, offset)
     await proto.transfer_out(source, str(path))
 
@@ -1574,8 +1600,10 @@ async def _retr(proto: FTPProtocol, argument: str) -> None:
 async def _store(proto: FTPProtocol, argument: str, mode: WriteMode) -> None:
     path = proto.resolve(argument)
     offset, proto.state.restart_offset = proto.state.restart_offset, 0
-    if offset and mode is WriteMode.TRUNCATE:
-        mode = WriteMode.OFFSET
+    if offset:
+        await _check_restart(proto, path, offset, upload=True)
+        if mode is WriteMode.TRUNCATE:
+            mode = WriteMode.OFFSET
     target: IWriteFile = await proto.call(proto.fs.open_write, path, mode, offset)
     await proto.transfer_in(target, str(path))
 

@@ -60,6 +60,8 @@ class Reply(IntEnum):
     PAGE_TYPE_UNKNOWN = 551
     EXCEEDED_STORAGE_ALLOCATION = 552
     FILE_NAME_NOT_ALLOWED = 553
+    #: RFC 3659 5.4 (after RFC 1123 4.1.3.4): a restart offset the file cannot be repositioned to.
+    INVALID_REST_PARAMETER = 554
 
 
 def _clean(text: str) -> str:

@@ -281,3 +281,40 @@ class OutputBoundTests(_TestCase):
         self.assertFalse(session.transport.disconnected)
         self.assertIsNone(session.transport.producer)
         self.assertEqual(session.lines()[-1][:4], "421 ")
+
+
+class RestartBeyondEndTests(_TestCase):
+    """RFC 3659 5.4: a restart offset past the end of the file is 554 for uploads and downloads."""
+
+    def setUp(self) -> None:
+        self.session = self.open_session()
+        self.session.login()
+        self.session.send(b"TYPE I\r\n")
+        self.session.lines()
+
+    def command(self, *lines: bytes) -> list[str]:
+        self.session.send(b"".join(line + b"\r\n" for line in lines))
+        return [line[:4] for line in self.session.lines()]
+
+    def test_stor_past_the_end(self) -> None:
+        self.assertEqual(self.command(b"PASV", b"REST 11", b"STOR data.bin"), ["227 ", "350 ", "554 "])
+        self.assertEqual(self.session.storage.read_file("/data.bin"), b"0123456789")
+
+    def test_appe_past_the_end(self) -> None:
+        self.assertEqual(self.command(b"PASV", b"REST 1000000000", b"APPE data.bin"), ["227 ", "350 ", "554 "])
+        self.assertEqual(self.session.storage.read_file("/data.bin"), b"0123456789")
+
+    def test_stor_new_file_with_offset(self) -> None:
+        self.assertEqual(self.command(b"PASV", b"REST 5", b"STOR new.bin"), ["227 ", "350 ", "554 "])
+        self.assertEqual(self.command(b"SIZE new.bin"), ["550 "])
+
+    def test_retr_past_the_end(self) -> None:
+        self.assertEqual(self.command(b"PASV", b"REST 11", b"RETR data.bin"), ["227 ", "350 ", "554 "])
+        self.assertEqual(self.command(b"REST 11", b"RETR missing"), ["350 ", "550 "])
+
+    def test_offset_at_the_end_is_accepted(self) -> None:
+        self.assertEqual(self.command(b"PASV", b"REST 10", b"STOR data.bin"), ["227 ", "350 ", "150 "])
+
+    def test_offset_is_used_once(self) -> None:
+        self.assertEqual(self.command(b"PASV", b"REST 11", b"STOR data.bin"), ["227 ", "350 ", "554 "])
+        self.assertEqual(self.command(b"STOR data.bin"), ["150 "])
