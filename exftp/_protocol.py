@@ -4,9 +4,11 @@ The FTP control connection: decode, parse, check, dispatch, reply.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import secrets
+import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -88,7 +90,7 @@ Handler = Callable[["FTPProtocol", str], Awaitable[None]]
 #: The command registry: verb to handler.
 _HANDLERS: dict[str, Handler] = {}
 #: Commands handled at once even while another command is running.
-_IMMEDIATE = frozenset({"ABOR", "NOOP", "STAT"})
+_IMMEDIATE = frozenset({"ABOR", "NOOP", "QUIT", "STAT"})
 #: The MLST facts a session starts with (shared: one frozenset is 700 bytes).
 _ALL_MLST_FACTS = frozenset(_listing.MLSX_FACTS)
 #: Lines that may wait while a command runs before reading is paused.
@@ -173,6 +175,22 @@ def _answered_at_once(line: bytes) -> bool:
     return verb.decode("ascii", "replace") in _IMMEDIATE and not (verb == b"STAT" and argument.strip())
 
 
+def _urgent_inline(transport: object) -> None:
+    """
+    Keep TCP urgent data in the command stream (C{SO_OOBINLINE}). A client
+    that sends ABOR as urgent data (Telnet IP and Synch; Python's
+    C{ftplib.FTP.abort} sends the whole line with C{MSG_OOB}) marks its last
+    byte urgent; without this the kernel takes that byte out of the stream,
+    the line never ends and the session hangs. The Telnet bytes that come
+    inline are dropped by the command parser.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    handle = get_handle() if get_handle is not None else None
+    if isinstance(handle, socket.socket):
+        with contextlib.suppress(OSError):
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+
+
 class FTPProtocol(LineReceiver):
     """
     One FTP control connection.
@@ -222,6 +240,8 @@ class FTPProtocol(LineReceiver):
         self._discarding = False
         self._closing = False
         self._control_closing = False
+        #: QUIT came while a command ran: close once it is done.
+        self._quit_pending = False
         #: When the last command line arrived or the last transfer ended (idle timeout).
         self._last_activity = 0.0
         #: When the connection was made (login deadline).
@@ -248,8 +268,10 @@ class FTPProtocol(LineReceiver):
         self._gate = _OutputGate(self)
         self.transport.registerProducer(self._gate, True)  # type: ignore[union-attr]
         if control_context(self.transport) is not None:
-            # Implicit FTPS: the endpoint already speaks TLS; protect data too.
-            self.secure = self.pbsz_done = self.protect_data = True
+            # Implicit FTPS: the control connection speaks TLS from the start;
+            # data stays clear until PROT P (RFC 4217's default), as after AUTH TLS.
+            self.secure = self.pbsz_done = True
+        _urgent_inline(self.transport)
         _log.info("Connection from {peer}", peer=self.peer_host)
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:
@@ -308,6 +330,20 @@ class FTPProtocol(LineReceiver):
         self._closing = False
         self.reply(Reply.SERVICE_NOT_AVAILABLE, "Server shutting down; closing control connection.")
         self._close_control()
+
+    def quit(self) -> None:
+        """
+        Close the control connection, at once when no command runs, else as
+        soon as the running one (a transfer) is done: a client that waits for
+        QUIT's 221 before closing its data connection is answered at once, and
+        the transfer still ends as usual (an upload is committed or discarded
+        whole), as pyftpdlib does.
+        """
+        if self._running is None:
+            self._close_control()
+            return
+        self._quit_pending = True
+        self._queue.clear()
 
     def _close_control(self) -> None:
         self._control_closing = True
@@ -438,6 +474,8 @@ class FTPProtocol(LineReceiver):
         if self._discarding:
             self._discarding = False
             return
+        if self._quit_pending:
+            return  # after QUIT nothing more is run
         if self._busy:
             if _answered_at_once(line):
                 self._handle(line)
@@ -575,6 +613,9 @@ class FTPProtocol(LineReceiver):
         waiters, self._after_command = self._after_command, []
         for waiter in waiters:
             waiter.callback(None)
+        if self._quit_pending:
+            self._close_control()
+            return
         if self._closing and not self._disconnected:
             self.shutdown()
             return
@@ -973,7 +1014,7 @@ async def _acct(proto: FTPProtocol, argument: str) -> None:
 @command("QUIT")
 async def _quit(proto: FTPProtocol, argument: str) -> None:
     proto.reply(Reply.CLOSING_CONTROL_CONNECTION, "Goodbye.")
-    proto._close_control()
+    proto.quit()
 
 
 # Informational
