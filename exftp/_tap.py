@@ -38,7 +38,7 @@ from ._proxy import CONNECTED, PREFIX, IPNetwork, parse_networks, server_endpoin
 from ._tls import TLSPolicy, TLSSettings
 from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
-from .auth._http import HTTP_AUTHENTICATORS, authenticator_from_spec
+from .auth._http import _COMMON_OPTIONS, HTTP_AUTHENTICATORS, authenticator_from_spec
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
 from .storage._local import FileStorageFactory
 from .storage._memory import MemoryStorageFactory
@@ -109,10 +109,15 @@ def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> I
         return _AUTHENTICATORS[spec]()
     try:
         checker = strcred.makeChecker(spec)
-    except strcred.InvalidAuthType as error:
+    except strcred.InvalidAuthType:
         plugin = authenticator_plugins().get(kind)
         if plugin is None:
-            raise usage.UsageError(f"--auth {spec}: {error} (twistd exftp --help-auth lists them)") from None
+            raise usage.UsageError(
+                f"--auth {spec}: unknown authenticator {kind!r}; use anonymous, noauth, passthrough, "
+                f"{', '.join(f'{name}:URL' for name in HTTP_AUTHENTICATORS)}, a twisted.cred checker such as "
+                "memory:USER:PASSWORD or file:PATH, or an installed plugin's NAME:ARG "
+                "(twistd exftp --help-auth lists them)"
+            ) from None
         authenticator: IAuthenticator = _built(kind, "auth", lambda: plugin.build(argument), IAuthenticator)
         return authenticator
     except strcred.InvalidAuthArgumentString as error:
@@ -170,6 +175,21 @@ def parse_port_range(text: str) -> range:
 
 #: Numeric options that must be more than 0; every other numeric option must be 0 or more.
 _POSITIVE = ("hook-timeout", "hook-queue")
+
+
+#: What a numeric option expects, by the function that converts it.
+_EXPECTED = {float: "a number, such as 60 or 0.5", int: "a whole number, such as 10"}
+
+
+class _NamedCoerce(usage.CoerceParameter):
+    """Converts an option's value; a value that does not convert is an error naming the option."""
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        try:
+            super().dispatch(parameterName, value)
+        except usage.UsageError:
+            expected = _EXPECTED.get(self.coerce, "another value")
+            raise usage.UsageError(f"--{parameterName} {value}: expected {expected}") from None
 
 
 class _ParseOnly:
@@ -349,11 +369,28 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["webhooks"] = []
         self["trusted_proxies"] = []
         self._command_line_auth_options: set[str] = set()
+        for name, dispatch in self._dispatch.items():
+            if isinstance(dispatch, usage.CoerceParameter):
+                self._dispatch[name] = _NamedCoerce(self, dispatch.coerce)
 
     # The configuration file
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """Apply the configuration file and the environment, then the command line over them."""
+        """
+        Apply the configuration file and the environment, then the command
+        line over them. Under twistd, an error is printed on standard error
+        with a pointer to C{--help} (not after the whole help, on standard
+        output, as twistd would) and exits with status 1.
+        """
+        try:
+            self._parse(options)
+        except usage.UsageError as error:
+            if self.parent is None:  # called from Python: the caller handles it
+                raise
+            sys.stderr.write(f"twistd exftp: error: {error}\nRun 'twistd exftp --help' for the options.\n")
+            raise SystemExit(1) from None
+
+    def _parse(self, options: Sequence[str] | None) -> None:
         arguments = list(sys.argv[1:] if options is None else options)
         given = self._command_line_names(arguments)
         settings = settings_of(Options, _EXTRA_SETTINGS)
@@ -439,6 +476,41 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         _help(self.authOutput, "auth", _AUTHENTICATOR_HELP, authenticator_plugins())
         self.authOutput.write("\ntwisted.cred checkers (--help-auth-type NAME for more):\n")
         _table(sorted(checkers), self.authOutput)
+        raise SystemExit(0)
+
+    def opt_help_auth_type(self, name: str) -> None:
+        """
+        Show how to use one authenticator: exftp's own, a plugin's or a twisted.cred checker's.
+        """
+        out = self.authOutput
+        described = dict(_AUTHENTICATOR_HELP)
+        kind = next((spec for spec in described if spec.partition(":")[0] == name), None)
+        plugin = authenticator_plugins().get(name)
+        if kind is not None:
+            out.write(f"Usage: --auth {kind}\n\n  {described[kind]}\n")
+            if name in HTTP_AUTHENTICATORS:
+                options = sorted(_COMMON_OPTIONS | HTTP_AUTHENTICATORS[name].extra_options)
+                out.write(f"\n  --auth-option KEY=VALUE (repeatable), KEY one of: {', '.join(options)}\n")
+        elif plugin is not None and name not in {f.authType for f in self._checkerFactoriesForOptHelpAuth()}:
+            out.write(f"Usage: --auth {name}:ARGUMENT\n\n  {plugin.description}\n")
+        else:
+            try:
+                super().opt_help_auth_type(name)
+            except usage.UsageError:
+                raise usage.UsageError(
+                    f"--help-auth-type {name}: unknown authenticator (twistd exftp --help-auth lists them)"
+                ) from None
+        raise SystemExit(0)
+
+    def opt_version(self) -> None:
+        """
+        Show exftp's version (and Twisted's and Python's), then exit.
+        """
+        from twisted import copyright
+
+        from . import __version__
+
+        print(f"exftp {__version__} (Twisted {copyright.version}, Python {sys.version.split()[0]})")
         raise SystemExit(0)
 
     def opt_help_storage(self) -> None:
