@@ -210,3 +210,12 @@ def test_plain_events_skip_twisteds_formatter(monkeypatch: pytest.MonkeyPatch) -
     observer(_failure_event())  # tracebacks are Twisted's
     assert out.getvalue().splitlines()[0].endswith("[exftp#info] Login of 'ann' from 192.0.2.7")
     assert [event["log_format"] for event in handed_over] == ["called {answer()}", "Unexpected error handling {verb}"]
+
+
+def test_the_readmes_json_line_is_what_a_login_writes() -> None:
+    from test_plugins import readme_blocks
+
+    [text] = readme_blocks("jsonl", "Operating exftp")
+    login = {"log_format": "Login of {user!r} from {peer}", "user": "alice", "peer": "198.51.100.7",
+             "log_namespace": "exftp", "log_level": LogLevel.info, "log_time": 1796689969.123}  # fmt: skip
+    assert _json_records(login) == [json.loads(text)]
