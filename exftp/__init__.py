@@ -41,11 +41,13 @@ from ._interfaces import (
     UserLimits,
     WriteMode,
 )
+from ._logging import log_observer
 from ._metrics import Metrics
 from ._paths import VirtualPath
 from ._plugins import AuthenticatorPlugin, IAuthenticatorPlugin, IStoragePlugin, StoragePlugin
 from ._protocol import FTPProtocol
 from ._replies import Reply
+from ._service import Config, ServerService, build_service
 from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
 from .auth._http import (
@@ -73,6 +75,7 @@ __all__ = [
     "CleanupReport",
     "CleanupService",
     "CommandSyntaxError",
+    "Config",
     "CredentialsCheckerAuthenticator",
     "DataConnectionFailed",
     "DirectoryNotEmpty",
@@ -118,6 +121,7 @@ __all__ = [
     "S3Config",
     "S3Storage",
     "S3StorageFactory",
+    "ServerService",
     "Session",
     "StoragePlugin",
     "StorageUnavailable",
@@ -131,6 +135,8 @@ __all__ = [
     "WebhookHook",
     "WriteMode",
     "authenticator_from_spec",
+    "build_service",
+    "log_observer",
 ]
 
 __version__ = "0.1.0"
