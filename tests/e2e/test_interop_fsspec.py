@@ -42,6 +42,10 @@ EXPECTED: _backends.Expectations = {
         ),
         cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
     ),
+    "test_upload_a_name_that_is_not_utf8": (
+        bug("a command line that is not UTF-8 is refused (501, _commands.parse_command decodes strictly)", FILE),
+        cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
+    ),
 }
 
 
@@ -287,3 +291,15 @@ def test_name_that_is_not_utf8(exftp: FTPServer, backend: Backend, area: str) ->
         assert client.cat_file(listed[0]) == b"latin-1 name"
     finally:
         client.ftp.close()
+
+
+def test_upload_a_name_that_is_not_utf8(exftp: FTPServer, backend: Backend, area: str) -> None:
+    """A byte-transparent client stores a name in its own (latin-1) bytes, as it sent them."""
+    client = connect(exftp, encoding="latin-1")
+    try:
+        client.pipe_file(f"{area}/na\xefve.bin", b"sent as latin-1")
+    finally:
+        client.ftp.close()
+    assert backend.local is not None
+    directory = os.fsencode(backend.local / area.lstrip("/"))
+    assert os.listdir(directory) == [b"na\xefve.bin"]
