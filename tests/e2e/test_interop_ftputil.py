@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ftplib
 import os
+import ssl
 import stat
 import time
 import warnings
@@ -112,9 +113,11 @@ def area(backend: Backend) -> Iterator[str]:
     backend.remove(path)
 
 
-def connect(server: FTPServer, base_class: type[ftplib.FTP] = _FTP) -> Any:
+def connect(server: FTPServer, base_class: type[ftplib.FTP] = _FTP, **options: Any) -> Any:
     """An FTPHost logged in to C{server}, with UTF-8 paths, passive mode, and times in UTC."""
-    factory = session_factory(base_class=base_class, port=server.port, encoding="UTF-8", use_passive_mode=True)
+    factory = session_factory(
+        base_class=base_class, port=server.port, encoding="UTF-8", use_passive_mode=True, **options
+    )
     connected = ftputil.FTPHost(server.host, USER, PASSWORD, session_factory=factory)
     connected.set_time_shift(0.0)  # the server lists times in UTC
     return connected
@@ -242,6 +245,19 @@ def test_tls_session(exftp: FTPServer, backend: Backend, area: str) -> None:
         with secure.open(f"{area}/s.bin", "rb") as remote:
             assert remote.read() == data
     assert backend.read(f"{area}/s.bin") == data
+
+
+def test_tls_without_prot(exftp: FTPServer, backend: Backend, area: str) -> None:
+    """AUTH TLS without PBSZ/PROT: the control connection is protected, data connections are clear (RFC 4217)."""
+    data = os.urandom(100_000)
+    with connect(exftp, _FTP_TLS, encrypt_data_channel=False) as secure:
+        assert isinstance(secure._session.sock, ssl.SSLSocket)
+        with secure.open(f"{area}/c.bin", "wb") as remote:
+            remote.write(data)
+        assert secure.listdir(area) == ["c.bin"]
+        with secure.open(f"{area}/c.bin", "rb") as remote:
+            assert remote.read() == data
+    assert backend.read(f"{area}/c.bin") == data
 
 
 def _links(backend: Backend, area: str) -> None:
