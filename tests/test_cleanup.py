@@ -429,7 +429,8 @@ def test_node_in_the_s3_spec() -> None:
 
 def _command(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "exftp._cleanup", *arguments], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "exftp._cleanup_cli", *arguments],
+        capture_output=True, text=True, timeout=60, check=False,
     )
 
 

@@ -146,7 +146,7 @@ def _written(root: Path) -> int:
 def _cleanup_command(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the on-demand clean-up (C{exftp-cleanup}) to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "exftp._cleanup", *arguments],
+        [sys.executable, "-m", "exftp._cleanup_cli", *arguments],
         env=env or server_env(),
         capture_output=True,
         text=True,
