@@ -29,10 +29,12 @@ from test_storage_contract import P, RecordingConsumer, StorageContractMixin, tu
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -694,6 +696,19 @@ class S3ErrorTests(MotoMixin, TestCase):
         self.s3.delete_bucket(Bucket=self.bucket)
         with self.assertRaises(FTPError):
             await storage.list(VirtualPath.root())
+
+
+class S3LogTests(MotoMixin, TestCase):
+    """The default HTTP client's connections log nothing routine."""
+
+    async def test_new_connections_log_no_factory_lines(self) -> None:
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        storage = self.s3_storage(self.make_s3_factory(max_connections=3))
+        self.put("f", b"x")
+        # Concurrent requests need new connections, each made by the pool's factory.
+        await gatherResults([storage.stat(P("/f")) for _ in range(6)])
+        texts = [formatEvent(event) for event in observer]
+        assert not [text for text in texts if "factory" in text.lower()], texts
 
 
 class S3CredentialTests(MotoMixin, TestCase):

@@ -39,7 +39,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from .._cleanup import check_node, default_node
-from .._httpclient import read_body
+from .._httpclient import quiet_pool, read_body
 from ._s3signing import EMPTY_SHA256, CredentialSource, NoCredentials, Payload, chunks_of, payload_hash, sign
 
 _log = Logger(namespace="exftp.s3")
@@ -699,7 +699,6 @@ def default_http_client(reactor: Any, config: S3Config) -> tuple[Any, HTTPConnec
     """
     from treq.client import HTTPClient
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.max_connections
+    pool = quiet_pool(reactor, config.max_connections)
     agent = Agent(reactor, pool=pool, connectTimeout=config.request_timeout)
     return HTTPClient(agent), pool
