@@ -89,6 +89,7 @@ from ._s3client import (
     S3Error,
     default_http_client,
     discard_body,
+    unreachable,
 )
 from ._s3signing import CredentialSource, Shared
 from ._streaming import StreamingReader, check_offset
@@ -194,10 +195,13 @@ class _S3Reader:
     backpressure reaches S3 and memory stays flat; the little that already
     arrived waits here. A body that breaks, or stalls for C{idle_timeout}
     seconds while not paused, is asked for again from where it broke (with
-    C{resume}, at most C{retries} times), else the transfer fails.
+    C{resume}, at most C{retries} times), else the transfer fails. However
+    often it is resumed, the download fails once no byte has come for
+    C{deadline} seconds while it was wanted.
 
     @param resume: asks S3 again for the body from the given number of
-        bytes on (of the same object version), or C{None} to never resume.
+        bytes on (of the same object version), within the given seconds,
+        or C{None} to never resume.
     """
 
     def __init__(
@@ -205,8 +209,9 @@ class _S3Reader:
         response: IResponse,
         reactor: Any,
         idle_timeout: float,
-        resume: Callable[[int], Coroutine[Any, Any, IResponse | None]] | None = None,
+        resume: Callable[[int, float], Coroutine[Any, Any, IResponse | None]] | None = None,
         retries: int = 0,
+        deadline: float | None = None,
     ) -> None:
         self.size: int | None = None if response.length is UNKNOWN_LENGTH else int(response.length)
         self._response = response
@@ -214,6 +219,9 @@ class _S3Reader:
         self._idle_timeout = idle_timeout
         self._resume = resume
         self._retries = retries
+        self._deadline = idle_timeout if deadline is None else deadline
+        #: When the last byte came (or the consumer last wanted more).
+        self._progress_at: float = reactor.seconds()
         #: Counts the bodies asked for, so that the rest of a broken one is ignored.
         self._generation = 0
         self._reopening = False
@@ -235,6 +243,7 @@ class _S3Reader:
         if self._done is not None:
             raise RuntimeError("send() called twice")
         self._consumer = consumer
+        self._progress_at = self._reactor.seconds()
         self._done = Deferred(lambda _: self.stopProducing())
         if self._finished:
             self._done.errback(TransferAborted())
@@ -263,6 +272,7 @@ class _S3Reader:
 
     def _data(self, data: bytes, generation: int) -> None:
         if not self._finished and generation == self._generation:
+            self._progress_at = self._reactor.seconds()
             self._received += len(data)
             self._pending.append(data)
             self._flush()
@@ -305,7 +315,12 @@ class _S3Reader:
     def _arm(self) -> None:
         self._disarm()
         if not (self._paused or self._finished or self._reopening):
-            self._timer = self._reactor.callLater(self._idle_timeout, self._stalled)
+            delay = min(self._idle_timeout, max(0.0, self._left()))
+            self._timer = self._reactor.callLater(delay, self._stalled)
+
+    def _left(self) -> float:
+        """Seconds until the deadline of a body that makes no progress."""
+        return float(self._progress_at + self._deadline - self._reactor.seconds())
 
     def _disarm(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -314,15 +329,16 @@ class _S3Reader:
 
     def _stalled(self) -> None:
         self._timer = None
-        if not self._try_again(f"no data for {self._idle_timeout:g} s"):
-            _log.info("S3 download stalled: no data for {seconds:g} s", seconds=self._idle_timeout)
+        seconds = self._reactor.seconds() - self._progress_at
+        if not self._try_again(f"no data for {seconds:.0f} s"):
+            _log.info("S3 download stalled: no data for {seconds:.0f} s", seconds=seconds)
             self._fail(StorageUnavailable("Storage stopped sending."))
 
     # Resuming a body that broke
 
     def _try_again(self, why: str) -> bool:
         """Ask for the rest of a broken body, if retries are left; whether it does."""
-        if self._resume is None or self._retries <= 0 or self._finished:
+        if self._resume is None or self._retries <= 0 or self._finished or self._left() <= 0:
             return False
         self._retries -= 1
         self._generation += 1
@@ -344,7 +360,7 @@ class _S3Reader:
     async def _reopen(self, generation: int) -> None:
         assert self._resume is not None
         try:
-            response = await self._resume(self._received)
+            response = await self._resume(self._received, self._left())
         except Exception as error:
             if generation == self._generation and not self._finished:
                 _log.info("S3 download could not be resumed: {why}", why=str(error))
@@ -400,6 +416,7 @@ class _S3Reader:
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._progress_at = self._reactor.seconds()
         if self._body is not None and not self._finished:
             self._body.resumeProducing()
             self._flush()
@@ -513,6 +530,16 @@ class UploadJournal:
                 entry=self._entry(upload_id),
                 why=str(error),
             )
+
+    def abort_later(self, key: str, upload_id: str) -> None:
+        """Abort the upload in the background, as S3 is not answering now (see L{abort})."""
+        _log.warn(
+            "S3 is not answering: multipart upload {upload_id} of {key} is aborted once it is back",
+            upload_id=upload_id,
+            key=key,
+        )
+        self._leftovers[upload_id] = key
+        self._schedule()
 
     async def abort(self, key: str, upload_id: str) -> None:
         """Abort the upload and forget it; when S3 cannot be reached, keep trying in the background."""
@@ -707,6 +734,8 @@ class S3Upload:
         self._paused = False
         self._closed = False
         self._discarded = False
+        #: Whether S3 stopped answering: then the abort is not waited for.
+        self._unreachable = False
         self.peak = 0
         self.parts_sent = 0
 
@@ -853,7 +882,10 @@ class S3Upload:
                     journal=self._journal,
                     why=str(error),
                 )
-                await self._journal.abort(self._key, upload_id)
+                if unreachable(error):
+                    self._journal.abort_later(self._key, upload_id)
+                else:
+                    await self._journal.abort(self._key, upload_id)
                 raise StorageUnavailable() from error
         return upload_id
 
@@ -874,6 +906,7 @@ class S3Upload:
     def _fail(self, error: BaseException) -> None:
         if self._error is not None or self._discarded:
             return
+        self._unreachable = unreachable(error)
         translated = _translated(error)
         if isinstance(translated, FileNotFound):  # NoSuchUpload: S3 lost or aborted it
             translated = StorageUnavailable("The storage lost the upload.")
@@ -911,6 +944,7 @@ class S3Upload:
             if self._journal is not None:
                 await self._journal.forget(upload_id)
         except BaseException as error:
+            self._unreachable = self._unreachable or unreachable(error)
             await self._discard()
             if isinstance(error, FTPError | CancelledError):
                 raise
@@ -948,6 +982,10 @@ class S3Upload:
         try:
             upload_id = await self._upload.wait()
         except Exception:
+            return
+        if self._journal is not None and self._unreachable:
+            # Waiting for an endpoint that does not answer would hold up the reply.
+            self._journal.abort_later(self._key, upload_id)
             return
         if self._journal is not None:
             await self._journal.abort(self._key, upload_id)
@@ -1258,11 +1296,17 @@ class S3Storage:
             return StreamingReader(io.BytesIO().read, 0, self._reactor)
         key, etag = self._key(path), _etag(response)
 
-        async def resume(received: int) -> IResponse | None:
-            return await self._client.get_stream(key, offset + received, etag)
+        async def resume(received: int, within: float) -> IResponse | None:
+            return await self._client.get_stream(key, offset + received, etag, within)
 
+        config = self._config
         return _S3Reader(
-            response, self._reactor, self._config.request_timeout, resume if etag else None, self._config.retries
+            response,
+            self._reactor,
+            config.request_timeout,
+            resume if etag else None,
+            config.retries,
+            config.operation_deadline,
         )
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
@@ -1415,6 +1459,7 @@ _SPEC_OPTIONS: dict[str, tuple[str, Callable[[str], object]]] = {
     "part_size": ("part_size", _size),
     "parts_in_flight": ("parts_in_flight", _integer),
     "timeout": ("request_timeout", _seconds),
+    "deadline": ("deadline", _seconds),
     "retries": ("retries", _integer),
     "rename_limit": ("rename_limit", _integer),
     "max_connections": ("max_connections", _integer),
@@ -1475,7 +1520,7 @@ def storage_factory_from_spec(
     """
     Build an S3 storage factory from the text after C{--storage s3:}:
     C{bucket=NAME[:prefix=P][:region=R][:endpoint=URL][:addressing=path|virtual|auto]
-    [:part_size=BYTES][:parts_in_flight=N][:timeout=SECONDS][:retries=N]
+    [:part_size=BYTES][:parts_in_flight=N][:timeout=SECONDS][:deadline=SECONDS][:retries=N]
     [:rename_limit=N][:max_connections=N][:profile=NAME][:node=NAME]}.
 
     The endpoint, region and credentials otherwise come from the standard AWS

@@ -613,6 +613,48 @@ def test_s3_stall_mid_upload_is_451(faulty_s3: FTPServer, bucket: Bucket, proxy:
     assert bucket.head("stalled.bin") is None
 
 
+#: What issue 16 asks of a stalled endpoint on the default settings: the transfer ends within this.
+_STALL_LIMIT = 90.0
+
+
+def test_s3_stall_on_the_defaults_ends_an_ftplib_stor_in_90_s_and_the_upload_is_aborted_after(
+    start_server: Callable[..., FTPServer], bucket: Bucket, proxy: FaultProxy
+) -> None:
+    """
+    With the default timeout, retries and deadline, an endpoint that takes
+    requests and answers nothing fails a STOR (451 or 426) within 90 s of
+    the stall, a part being in flight; once it answers again the multipart
+    upload is aborted and its journal entry removed, without a new request.
+    (Before the deadline: 5 tries of 60 s for the part, then as many for
+    the abort before the reply, about 600 s.)
+    """
+    server = _s3_server(start_server, bucket, spec=f":endpoint={proxy.endpoint}:addressing=path")
+    with server.login(timeout=_STALL_LIMIT + 60) as client:
+        data = client.transfercmd("STOR /stalled.bin")
+        data.settimeout(_STALL_LIMIT + 60)
+        data.sendall(b"".join(block(i) for i in range(6)))
+        wait_until(lambda: bucket.parts("stalled.bin") >= 1, "a part in S3")
+        proxy.set_mode("stall")
+        stalled = time.monotonic()
+        with contextlib.suppress(OSError):  # the server stops reading, then drops the connection
+            for index in range(6, 40):
+                data.sendall(block(index))
+            data.close()
+        with pytest.raises((ftplib.error_temp, ftplib.error_perm)) as failed:
+            client.voidresp()
+        took = time.monotonic() - stalled
+        assert code(failed.value) in (426, 451), failed.value
+        assert took < _STALL_LIMIT, f"the stalled STOR took {took:.0f} s"
+        data.close()
+        proxy.set_mode("pass")
+        assert client.voidcmd("NOOP").startswith("200")
+    wait_until(lambda: bucket.uploads() == [], "no open multipart upload", timeout=150)
+    wait_until(lambda: bucket.journal() == [], "an empty upload journal")
+    assert bucket.head("stalled.bin") is None
+    server.wait_for_log(r"S3 is not answering: multipart upload \S+ of stalled\.bin is aborted once it is back")
+    _unhandled(server)
+
+
 def _big_object(bucket: Bucket, key: str, mib: int) -> bytes:
     data = b"".join(block(i) for i in range(mib))
     bucket.s3.put_object(Bucket=bucket.name, Key=key, Body=data)
