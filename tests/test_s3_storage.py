@@ -1139,7 +1139,7 @@ class SpecTests(SynchronousTestCase):
     def test_full_spec(self) -> None:
         factory = storage_factory_from_spec(
             "bucket=b:prefix=ftp/root:region=eu-west-1:endpoint=http://127.0.0.1:9000:addressing=path"
-            ":part_size=16MiB:parts_in_flight=2:timeout=30:retries=5:rename_limit=50:max_connections=4",
+            ":part_size=16MiB:parts_in_flight=2:timeout=30:retries=5:deadline=40:rename_limit=50:max_connections=4",
             environ={},
         )
         self.assertTrue(verifyObject(IStorageFactory, factory))
@@ -1148,6 +1148,7 @@ class SpecTests(SynchronousTestCase):
         assert (config.endpoint_url, config.addressing) == ("http://127.0.0.1:9000", "path")
         assert (config.part_size, config.parts_in_flight) == (16 * MiB, 2)
         assert (config.request_timeout, config.retries, config.rename_limit, config.max_connections) == (30, 5, 50, 4)
+        assert config.operation_deadline == 40
 
     def test_minimal_spec_takes_the_environment(self) -> None:
         factory = storage_factory_from_spec(
@@ -1175,6 +1176,8 @@ class SpecTests(SynchronousTestCase):
             ("bucket=b:addressing=dns", "addressing must be"),
             ("bucket=b:endpoint=localhost", "endpoint must be"),
             ("bucket=b:timeout=soon", "timeout: expected a number"),
+            ("bucket=b:deadline=0", "deadline must be a positive number"),
+            ("bucket=b:deadline=inf", "deadline must be a positive number"),
         ):
             with self.assertRaises(ValueError, msg=spec) as caught:
                 storage_factory_from_spec(spec, environ={"AWS_REGION": "us-east-1"})

@@ -287,3 +287,18 @@ def test_rclone_sync_copies_nothing_the_second_time(
         listed = dict(client.mlsd(f"{area}/tree"))
         directories = [fact for entry, fact in listed.items() if fact["type"] in ("dir", "cdir")]
         assert directories and all(not fact["modify"].startswith("1970") for fact in directories), listed
+
+
+def test_connections_to_s3_log_no_factory_lines(s3: S3Server, area: str) -> None:
+    """Twisted's "Starting factory" and "Stopping factory" lines for every connection to S3 stay out of the log."""
+    with s3.server.login() as first, s3.server.login() as second:
+        for client in (first, second):
+            client.cwd(area)
+        first.storbinary("STOR one.bin", io.BytesIO(pattern(1)))
+        second.storbinary("STOR two.bin", io.BytesIO(pattern(2)))
+        assert retr_bytes(first, "two.bin") == pattern(2)
+        assert sorted(second.nlst()) in (["one.bin", "two.bin"], [f"{area}/one.bin", f"{area}/two.bin"])
+    log = s3.server.log()
+    assert "uploaded" in log  # the log is there, and shows the transfers
+    noisy = [line for line in log.splitlines() if "Starting factory" in line or "Stopping factory" in line]
+    assert noisy == [], noisy[:4]
