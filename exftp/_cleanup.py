@@ -33,6 +33,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
+from ._errors import StorageUnavailable
+
 __all__ = [
     "BOOT",
     "DEFAULT_MAX_AGE",
@@ -240,6 +242,12 @@ class CleanupService(Service):
     def _failed(self, failure: Failure) -> None:
         if failure.check(CancelledError):
             _log.info("Clean-up of {storage} stopped: the server is shutting down", storage=self.storage_factory)
+            return
+        if failure.check(StorageUnavailable):
+            # The storage does not answer (said at start, see exftp._startup): one line, no traceback.
+            cause = getattr(failure.value, "__cause__", None)
+            why = f"{type(cause).__name__}: {cause}" if cause is not None else failure.getErrorMessage()
+            _log.error("Clean-up of {storage} could not run: {why}", storage=self.storage_factory, why=why)
             return
         _log.failure("Clean-up of {storage} failed", failure, storage=self.storage_factory)
 

@@ -29,6 +29,7 @@ from ._logging import log_observer, rotate_on_sigusr1
 from ._plugins import authenticator_plugins, storage_plugins
 from ._proxy import CONNECTED, PREFIX, IPNetwork, parse_networks, server_endpoint
 from ._service import DEFAULT_PORT, Config, build_service
+from ._startup import ConfigurationError, check_at_start
 from ._tls import TLSSettings
 from .auth._cred import CredentialsCheckerAuthenticator
 from .auth._http import _COMMON_OPTIONS, HTTP_AUTHENTICATORS, authenticator_from_spec
@@ -646,6 +647,13 @@ _PLAIN = {
 def makeService(options: Options) -> service.MultiService:
     """Build the exftp service tree from parsed options, with twistd's log observer and signal handlers."""
     config = config_from_options(options)
+    from twisted.internet import reactor as global_reactor
+
+    try:
+        check_at_start(global_reactor, storage=config.storage_factory, auth=config.authenticator)
+    except ConfigurationError as error:
+        sys.stderr.write(f"twistd exftp: error: {error}\n")
+        raise SystemExit(1) from None
     top = build_service(config)
     reactor = top.factory.reactor
     if not options._twistd_option("syslog"):  # text to syslog stays twistd's own

@@ -48,6 +48,7 @@ from .._errors import AuthenticationUnavailable, FTPError, InvalidPath, LoginFai
 from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, read_body, redacted
 from .._interfaces import IAuthenticator, Session
 from .._paths import VirtualPath
+from .._startup import probe_url
 from ..storage._readonly import check_permissions
 from ._digest import DigestChallenge, authorization, choose_digest
 
@@ -194,6 +195,14 @@ class _HTTPAuthenticator(HTTPUser):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {redacted(self.login_url)}>"
+
+    def probe_at_start(self) -> str | None:
+        """
+        Ask C{login_url} once, without credentials, whether the service
+        answers at all (any HTTP status will do): the problem, or C{None}.
+        Blocking: for start-up, before the reactor runs.
+        """
+        return probe_url(self.login_url, min(self.timeout, 10.0))
 
     # IAuthenticator
 

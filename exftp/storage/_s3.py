@@ -76,6 +76,7 @@ from .._interfaces import (
     WriteMode,
 )
 from .._paths import VirtualPath
+from .._startup import ConfigurationError
 from ._readonly import for_session
 from ._s3client import (
     MAX_PART_SIZE,
@@ -1559,6 +1560,47 @@ class S3StorageFactory(LazyReactor):
                 raise FileNotFound("Home directory does not exist.")
             storage = S3Storage(self.client, storage._directory_prefix(root), self.reactor)
         return for_session(storage, session)
+
+    def probe_at_start(self) -> str | None:
+        """
+        Ask S3 once (HeadBucket, botocore's own client, one try of at most 10
+        seconds) whether the bucket is there: C{None} when it is, else the
+        problem (refused credentials, an endpoint that does not answer),
+        which may pass. Blocking: for start-up, before the reactor runs.
+
+        @raise ConfigurationError: the bucket does not exist.
+        """
+        import botocore.session  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+        config = self.config
+        addressing = {"virtual": "virtual", "path": "path"}.get(config.addressing, "auto")
+        session = botocore.session.Session(profile=config.profile)
+        client = session.create_client(
+            "s3",
+            region_name=config.region,
+            endpoint_url=config.endpoint_url,
+            config=Config(
+                connect_timeout=10, read_timeout=10, retries={"max_attempts": 1}, s3={"addressing_style": addressing}
+            ),
+        )
+        where = config.endpoint_url or f"S3 in {config.region}"
+        try:
+            client.head_bucket(Bucket=config.bucket)
+        except ClientError as error:
+            answer = error.response
+            status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = answer.get("Error", {}).get("Code", "")
+            if status == 404 or code in ("404", "NoSuchBucket"):
+                missing = f"the bucket {config.bucket!r} does not exist at {where} (NoSuchBucket)"
+                raise ConfigurationError(missing) from None
+            return f"{where} refuses access to the bucket {config.bucket!r} ({status} {code}): check the credentials"
+        except (BotoCoreError, OSError) as error:
+            return f"{where} does not answer ({type(error).__name__}: {error})"
+        finally:
+            client.close()
+        return None
 
     def clean_up(self, node: str | None, older_than: float | None) -> Deferred[CleanupReport]:
         """
