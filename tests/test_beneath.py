@@ -73,6 +73,7 @@ class WalkTests(SynchronousTestCase, _Tree):
         os.symlink(self.root + "/a/b", self.local("/absolute"))
         os.symlink("../outside", self.local("/out"))
         os.symlink("b/../../..", self.local("/a/climb"))
+        os.symlink("../../" + os.path.basename(self.root) + "/a", self.local("/a/back-in"))
         os.symlink("loop2", self.local("/loop1"))
         os.symlink("loop1", self.local("/loop2"))
         os.symlink("/etc", self.local("/etc"))
@@ -90,6 +91,11 @@ class WalkTests(SynchronousTestCase, _Tree):
             assert (parent.st_ino, name) == (b.st_ino, "f")
         parent, name = self.found("/absolute")
         assert (parent.st_ino, name) == (os.stat(self.local("/a")).st_ino, "b")
+        # Up out of the root and straight back in by its own name: still inside.
+        parent, name = self.found("/a/back-in/b/f")
+        assert (parent.st_ino, name) == (b.st_ino, "f")
+        with self.assertRaises(LeadsOutside):
+            self.found("/a/climb/outside")
 
     def test_the_last_link_is_kept_when_asked(self) -> None:
         parent, name = self.found("/absolute", follow_last=False)

@@ -107,19 +107,30 @@ def walk(root: str, root_fd: int, segments: Sequence[str], follow_last: bool = T
     stack = [os.dup(root_fd)]
     pending = list(reversed(segments))
     links = 0
+    # Levels above the root a link's ".." has climbed: nothing there is
+    # opened; only the names that lead straight back down into the root are
+    # taken, by the root's own path (it has no links).
+    ancestors = [name for name in root.split("/") if name]
+    above = 0
     try:
         while pending:
             name = pending.pop()
             if name in ("", "."):
                 continue
+            last = not any(part not in ("", ".") for part in pending)
             if name == "..":
-                if len(stack) == 1:
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                else:
+                    above = min(above + 1, len(ancestors))
+                continue
+            if above:
+                if name != ancestors[len(ancestors) - above] or (last and not follow_last):
                     raise LeadsOutside()
-                os.close(stack.pop())
+                above -= 1
                 continue
             if name.startswith(RESERVED_PREFIX):
                 raise FileNotFound()
-            last = not any(part not in ("", ".") for part in pending)
             if last and not follow_last:
                 return Found(stack.pop(), name)
             try:
@@ -153,6 +164,8 @@ def walk(root: str, root_fd: int, segments: Sequence[str], follow_last: bool = T
                 return Found(stack.pop(), name)
             else:
                 raise _error(errno.ENOTDIR)
+        if above:
+            raise LeadsOutside()
         return Found(stack.pop(), ".")
     finally:
         for fd in stack:
