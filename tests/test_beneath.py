@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from exftp import FileStorage, FTPError, VirtualPath, WriteMode
 from exftp.storage._beneath import LeadsOutside, open_root, walk
-from exftp.storage._local import TEMPORARY_PREFIX
+from exftp.storage._local import TEMPORARY_PREFIX, sweep
 
 
 def P(text: str) -> VirtualPath:
@@ -131,6 +131,38 @@ class WalkTests(SynchronousTestCase, _Tree):
                 with self.assertRaises(LeadsOutside):
                     self.found(path)
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+class SweepRaceTests(SynchronousTestCase, _Tree):
+    """The start-up clean-up walks the tree by descriptors too."""
+
+    def setUp(self) -> None:
+        self.make_tree(self)
+        os.mkdir(self.local("/x"))
+        # Someone else's leftover-looking file, outside: old enough to go, were it inside.
+        self.bait = os.path.join(self.outside, TEMPORARY_PREFIX + "00000000deadbeef-1-elsewhere")
+        with open(self.bait, "wb") as file:
+            file.write(b"not ours")
+        self.outside_before = self.snapshot()
+
+    def test_a_directory_swapped_for_a_link_after_it_was_listed_is_not_followed(self) -> None:
+        tree = self
+
+        class SwapOnSecondLook:
+            looks = 0
+
+            def is_set(self) -> bool:
+                # The sweep looks before each directory: after listing the
+                # root (which named "x" a directory), "x" becomes a link out.
+                self.looks += 1
+                if self.looks == 2:
+                    tree.swap_for_link_out("/x")
+                return False
+
+        report = sweep(self.root, None, 0.0, SwapOnSecondLook())  # type: ignore[arg-type]
+        assert report.removed == []
+        assert os.path.exists(self.bait)
+        assert self.snapshot() == self.outside_before
 
 
 class RaceTests(TestCase, _Tree):

@@ -656,8 +656,6 @@ class FileStorage:
 
     @_deferred
     def stat(self, path: VirtualPath) -> FileInfo:
-        if any(name.startswith(TEMPORARY_PREFIX) for name in path.segments):
-            raise FileNotFound()
         with self._existing(path) as found:
             return _info(path.name or "/", found.lstat())
 
@@ -715,8 +713,6 @@ class FileStorage:
 
     def _home(self, path: VirtualPath) -> str:
         """The real local path of the directory C{path}, to root a session's own storage at."""
-        if any(name.startswith(TEMPORARY_PREFIX) for name in path.segments):
-            raise FileNotFound()
         with self._existing(path) as found:
             fd = found.open(os.O_PATH | os.O_DIRECTORY)
         try:
@@ -788,8 +784,6 @@ class FileStorage:
     @_deferred
     def open_read(self, path: VirtualPath, offset: int) -> IReadFile:
         check_offset(offset)
-        if any(name.startswith(TEMPORARY_PREFIX) for name in path.segments):
-            raise FileNotFound()
         with self._existing(path) as found:
             handle = os.fdopen(_open_regular(found), "rb", buffering=0)
         try:
@@ -835,8 +829,6 @@ class FileStorage:
         """An entry (not the root) whose metadata may change; links are followed."""
         if path.is_root:
             raise PermissionDenied("Cannot change the root directory.")
-        if any(name.startswith(TEMPORARY_PREFIX) for name in path.segments):
-            raise FileNotFound()
         found = self._walk(path.segments)  # a link out on the way is refused, never looked beyond
         try:
             found.lstat()  # ENOENT, ENOTDIR as FTP errors
@@ -1063,49 +1055,74 @@ def sweep(
     @param stopping: set to stop the walk early.
     @param limit: the most directory entries to look at.
     """
+    root = os.path.realpath(root)
     report = CleanupReport()
     now = time.time()
-    pending = [root]
+    pending: list[tuple[str, ...]] = [()]
     seen = 0
     while pending:
         if stopping.is_set():
             report.complete = False
             break
-        directory = pending.pop()
+        below = pending.pop()
         try:
-            scan = os.scandir(directory)
+            # By descriptors, never following a link: a directory swapped for
+            # one meanwhile cannot lead the sweep outside the root.
+            directory = _open_below(root, below)
         except OSError:
             continue  # gone meanwhile, or not readable: nothing of ours can be in it
-        with scan:
-            for entry in scan:
-                seen += 1
-                if seen > limit:
-                    report.complete = False
-                    return report
-                try:
-                    if entry.name.startswith(TEMPORARY_PREFIX):
-                        if entry.is_file(follow_symlinks=False):
-                            _sweep_one(entry, root, node, older_than, now, report)
-                    elif entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                except OSError:
-                    continue
+        try:
+            with os.scandir(directory) as scan:
+                for entry in scan:
+                    seen += 1
+                    if seen > limit:
+                        report.complete = False
+                        return report
+                    try:
+                        if entry.name.startswith(TEMPORARY_PREFIX):
+                            if entry.is_file(follow_symlinks=False):
+                                _sweep_one(directory, entry, below, node, older_than, now, report)
+                        elif entry.is_dir(follow_symlinks=False):
+                            pending.append((*below, entry.name))
+                    except OSError:
+                        continue
+        finally:
+            os.close(directory)
     return report
 
 
+def _open_below(root: str, names: tuple[str, ...]) -> int:
+    """A readable descriptor of the directory C{names} below C{root}, no link followed on the way."""
+    fd = open_root(root)
+    try:
+        for name in names:
+            following = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = following
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def _sweep_one(
-    entry: os.DirEntry[str], root: str, node: str | None, older_than: float | None, now: float, report: CleanupReport
+    directory: int,
+    entry: os.DirEntry[str],
+    below: tuple[str, ...],
+    node: str | None,
+    older_than: float | None,
+    now: float,
+    report: CleanupReport,
 ) -> None:
     """Remove one temporary file if L{judge} lets it go."""
     age = now - entry.stat(follow_symlinks=False).st_mtime
     remove, why = judge(temporary_owner(entry.name), age, node, older_than)
-    name = os.path.relpath(entry.path, root)
+    name = os.path.join(*below, entry.name)
     if not remove:
         if why is not None:
             report.kept.append(f"{name} ({why})")
         return
     try:
-        os.unlink(entry.path)
+        os.unlink(entry.name, dir_fd=directory)
     except FileNotFoundError:
         return
     except OSError as error:
