@@ -198,8 +198,10 @@ def _shielded(work: Deferred[None], what: str) -> Deferred[None]:
     follower: Deferred[None] = Deferred(lambda waiting: waiting.callback(None))
 
     def deliver(result: Failure | None) -> None:
-        if not follower.called:
-            follower.callback(result)
+        if isinstance(result, Failure) and not follower.called:
+            follower.errback(result)
+        elif not follower.called:
+            follower.callback(None)
         elif isinstance(result, Failure):
             _log.failure("{what} failed", result, what=what)
 
