@@ -11,12 +11,14 @@ import contextlib
 import ftplib
 import io
 import os
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import AUTH, FTPServer, temporary_files
+from conftest import AUTH, FTPServer, temporary_files, wait_until
 
 SECRET = b"outside the root, never to be read\n"
 #: Bounds of the test: seconds, and rounds of each worker.
@@ -107,4 +109,38 @@ def test_swaps_by_a_second_session_never_let_transfers_out(
     assert leaked == []
     assert _snapshot(outside) == before
     assert temporary_files(root) == []
+    assert server.alive()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close C{sock} with a reset rather than an orderly close."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_resets_during_overwrites_leave_no_trace(start_server: Callable[..., FTPServer], tmp_path: Path) -> None:
+    """
+    A client that resets the data connection of an overwrite and leaves at
+    once: the session's teardown must not cancel the upload's clean-up (no
+    failed abort logged), and no temporary file stays.
+    """
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "old.bin").write_bytes(b"old\n")
+    server = start_server("--auth", AUTH, root=root)
+    start = server.log_position()
+    for _ in range(ROUNDS // 20):
+        with server.control() as control:
+            control.login()
+            assert control.cmd("TYPE I").code == 200
+            host, port = control.pasv()
+            data = socket.create_connection((host, port), timeout=10)
+            assert control.cmd("STOR old.bin").code == 150
+            data.sendall(b"x" * (3 * 1024 * 1024))  # a batch or more: a write is under way
+            _reset(data)
+            _reset(control.sock)
+    wait_until(lambda: not temporary_files(root), "the temporary files to be removed")
+    assert "Aborting upload" not in server.log(start)
+    assert "CancelledError" not in server.log(start)
+    assert (root / "old.bin").read_bytes() == b"old\n"
     assert server.alive()
