@@ -721,7 +721,7 @@ class FTPProtocol(LineReceiver):
 
     @asynccontextmanager
     async def _transferring(
-        self, channel: DataChannel, opening: str, action: Action, path: str
+        self, channel: DataChannel, opening: str, action: Action | None, path: str
     ) -> AsyncIterator[_Transfer]:
         """
         Run one transfer on C{channel}: send the 150 reply, suspend the idle
@@ -773,15 +773,17 @@ class FTPProtocol(LineReceiver):
             raise DataConnectionFailed() from None
         return connection
 
-    def _transfer_event(self, action: Action, path: str, transfer: _Transfer, reply: int) -> None:
+    def _transfer_event(self, action: Action | None, path: str, transfer: _Transfer, reply: int) -> None:
+        if action is None:
+            return  # a listing: not a transfer for xferlog, hooks or the transfer metrics
         seconds = self.factory.reactor.seconds() - transfer.started
         self.emit(action, reply < 400, reply, path=path, bytes=transfer.bytes, seconds=seconds, binary=self.binary)
 
-    def _transferred(self, action: Action, description: str, transfer: _Transfer) -> None:
+    def _transferred(self, action: Action | None, description: str, transfer: _Transfer) -> None:
         _log.info(
             "{user} {verb} {path}: {bytes} bytes in {seconds:.3f}s",
             user=self.session.username if self.session else None,
-            verb="uploaded" if action is Action.UPLOAD else "downloaded",
+            verb={Action.UPLOAD: "uploaded", Action.DOWNLOAD: "downloaded"}.get(action, "was sent"),  # type: ignore[arg-type]
             path=description,
             bytes=transfer.bytes,
             seconds=self.factory.reactor.seconds() - transfer.started,
@@ -789,8 +791,13 @@ class FTPProtocol(LineReceiver):
         self._transfer_event(action, description, transfer, Reply.CLOSING_DATA_CONNECTION)
         self.reply(Reply.CLOSING_DATA_CONNECTION, "Transfer complete.")
 
-    async def transfer_out(self, source: IReadFile, description: str) -> None:
-        """Send C{source} over the data connection: 150, the bytes, then 226 or 426."""
+    async def transfer_out(
+        self, source: IReadFile, description: str, action: Action | None = Action.DOWNLOAD
+    ) -> None:
+        """
+        Send C{source} over the data connection: 150, the bytes, then 226 or
+        426; reported as C{action} (C{None}: a listing, which is no transfer).
+        """
         try:
             channel = self._take_channel()
         except FTPError:
@@ -800,7 +807,7 @@ class FTPProtocol(LineReceiver):
         mode = "BINARY" if self.binary else "ASCII"
         try:
             opening = f"Opening {mode} mode data connection for {description}{size}."
-            async with self._transferring(channel, opening, Action.DOWNLOAD, description) as transfer:
+            async with self._transferring(channel, opening, action, description) as transfer:
                 connection = await self._connect(channel)
                 connection.sending()
                 if self.binary and IFileDescriptorSource.providedBy(source) and connection.can_send_file():
@@ -832,7 +839,7 @@ class FTPProtocol(LineReceiver):
                     raise transfer.aborted_error()
         finally:
             await source.close()
-        self._transferred(Action.DOWNLOAD, description, transfer)
+        self._transferred(action, description, transfer)
 
     async def transfer_in(self, target: IWriteFile, description: str, opening: str | None = None) -> None:
         """Receive into C{target}: 150, the bytes, then 226 once stored, or 426."""
@@ -1520,7 +1527,7 @@ async def _send_listing(
     proto: FTPProtocol, argument: str, render: Callable[[Sequence[FileInfo]], bytes], description: str
 ) -> None:
     chunks = await _target_chunks(proto, argument, render)
-    await proto.transfer_out(ChunksReader(chunks), description)
+    await proto.transfer_out(ChunksReader(chunks), description, action=None)
 
 
 async def _no_pages() -> AsyncIterator[Sequence[FileInfo]]:
@@ -1559,7 +1566,7 @@ async def _mlsd(proto: FTPProtocol, argument: str) -> None:
     chunks = await _listing_chunks(
         proto, head, path, lambda page: _listing.format_mlsx_entries(page, facts, writable)
     )
-    await proto.transfer_out(ChunksReader(chunks), "MLSD listing")
+    await proto.transfer_out(ChunksReader(chunks), "MLSD listing", action=None)
 
 
 @command("MLST")

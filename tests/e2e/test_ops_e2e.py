@@ -134,6 +134,10 @@ def test_config_webhook_xferlog_metrics(
     client.storbinary("STOR up load.txt", io.BytesIO(b"12345"))
     assert server.root.joinpath("up load.txt").read_bytes() == b"12345"
     client.retrbinary("RETR up load.txt", lambda data: None)
+    # Listings are not transfers: no event, no xferlog line, not counted as downloads.
+    client.retrlines("LIST", lambda line: None)
+    assert "up load.txt" in client.nlst()
+    assert "up load.txt" in dict(client.mlsd())
     client.rename("up load.txt", "moved.txt")
     client.mkd("dir")
     client.rmd("dir")
