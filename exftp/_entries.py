@@ -40,6 +40,8 @@ class FileInfo:
     @ivar links: link count to show in listings.
     @ivar unique: an identifier that stays the same for the same object
         (RFC 3659 C{unique} fact), or C{None} where the storage has none.
+    @ivar target: for a symbolic link, what it points to as the user may
+        see it (never a path outside the user's root), else C{None}.
     """
 
     name: str
@@ -51,6 +53,7 @@ class FileInfo:
     group: str = "ftp"
     links: int = 1
     unique: str | None = None
+    target: str | None = None
 
     @property
     def is_directory(self) -> bool:

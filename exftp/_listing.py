@@ -72,9 +72,9 @@ def _column(text: str) -> str:
 
 
 def list_line(info: FileInfo, now: float) -> str:
-    """One line of a LIST reply, without its line ending."""
+    """One line of a LIST reply, without its line ending; a link as C{name -> target}, as C{ls -l}."""
     # printf-style: padding ints this way costs a third less than format specs.
-    return "%s %4d %s %s %8d %s %s" % (  # noqa: UP031
+    line = "%s %4d %s %s %8d %s %s" % (  # noqa: UP031
         mode_string(info),
         info.links,
         _column(info.owner),
@@ -83,6 +83,10 @@ def list_line(info: FileInfo, now: float) -> str:
         date_string(info.mtime, now),
         info.name,
     )
+    target = info.target
+    if target is not None and _safe(target):
+        return f"{line} -> {target}"
+    return line
 
 
 def _safe(name: str) -> bool:

@@ -213,9 +213,19 @@ class SymbolicLinkTests(FileStorageTestCase):
         info = await self.storage.stat(P("/alias"))
         assert (info.kind, info.size) == (FileKind.FILE, 9)
         assert [e.name for e in await self.storage.list(P("/dir-alias"))] == ["file.txt"]
-        listed = {e.name: e.kind for e in await self.storage.list(VirtualPath.root())}
-        assert listed["alias"] is FileKind.FILE
-        assert listed["dir-alias"] is FileKind.DIRECTORY
+        # Listed as links (issue 18: clients that do not follow links must see them), with their
+        # targets as the user sees them: an absolute one as a path from the user's root.
+        listed = {e.name: (e.kind, e.target) for e in await self.storage.list(VirtualPath.root())}
+        assert listed["alias"] == (FileKind.SYMLINK, "real/file.txt")
+        assert listed["dir-alias"] == (FileKind.SYMLINK, "/real")
+
+    async def test_broken_links_are_listed_and_links_out_show_no_path(self) -> None:
+        os.symlink("not-there", self.local("/broken"))
+        listed = {e.name: (e.kind, e.target) for e in await self.storage.list(VirtualPath.root())}
+        assert listed["broken"] == (FileKind.SYMLINK, "not-there")
+        for name in ("out-dir", "out-file", "relative-out", "etc", "dangling-out"):
+            assert listed[name] == (FileKind.SYMLINK, "(outside the root)"), name
+        assert self.outside not in repr(listed)
 
     async def test_upload_through_a_link_inside_updates_its_target(self) -> None:
         self.write_local(self.local("/real.txt"), b"one\n")

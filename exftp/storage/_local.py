@@ -246,40 +246,44 @@ def _rest_of(scan: Any, first: list[str]) -> list[str]:
         return _visible(first + [entry.name for entry in scan])
 
 
+#: The target a listing shows for a link that leads out of the user's root:
+#: no path, and to a client a link that leads nowhere (which it does, for it).
+OUTSIDE = "(outside the root)"
+
+
 def _later_page(
-    directory: int, recheck: Callable[[], None], names: Sequence[str], follow: Callable[[str], os.stat_result]
+    directory: int, recheck: Callable[[], None], names: Sequence[str], link: Callable[[str, str], str]
 ) -> list[FileInfo]:
     """
     L{_entries} for a page read after the listing began: C{recheck} first
     refuses a directory that has become a link out meanwhile.
     """
     recheck()
-    return _entries(directory, names, follow)
+    return _entries(directory, names, link)
 
 
-def _entries(directory: int, names: Sequence[str], follow: Callable[[str], os.stat_result]) -> list[FileInfo]:
+def _entries(directory: int, names: Sequence[str], link: Callable[[str, str], str]) -> list[FileInfo]:
     """
-    The entries of C{names} in the open C{directory}: links that lead
-    outside the root (C{follow} raises L{LeadsOutside}) as links, others as
-    what they lead to; names gone since they were listed are left out.
+    The entries of C{names} in the open C{directory}. A symbolic link is
+    listed as a link (a broken one, and one leading out of the root, too),
+    with its target as C{link} shows it. Names gone since they were listed
+    are left out.
     """
     entries = []
     for name in names:
         try:
             result = os.stat(name, dir_fd=directory, follow_symlinks=False)
             if stat_module.S_ISLNK(result.st_mode):
-                try:
-                    result = follow(name)
-                except LeadsOutside:
-                    entries.append(_info(name, result, FileKind.SYMLINK))
-                    continue
+                target = link(name, os.readlink(name, dir_fd=directory))
+                entries.append(_info(name, result, FileKind.SYMLINK, target))
+                continue
         except (OSError, FTPError):
             continue
         entries.append(_info(name, result))
     return entries
 
 
-def _info(name: str, result: os.stat_result, kind: FileKind | None = None) -> FileInfo:
+def _info(name: str, result: os.stat_result, kind: FileKind | None = None, target: str | None = None) -> FileInfo:
     mode = result.st_mode
     if kind is None:
         kind = FileKind.DIRECTORY if stat_module.S_ISDIR(mode) else FileKind.FILE
@@ -294,6 +298,7 @@ def _info(name: str, result: os.stat_result, kind: FileKind | None = None) -> Fi
         _group_name(result.st_gid),
         result.st_nlink,
         "%xg%x" % (result.st_dev, result.st_ino),  # noqa: UP031 (a third cheaper than an f-string)
+        target,
     )
 
 
@@ -642,14 +647,28 @@ class FileStorage:
             pass  # missing, or a link to nothing: the act itself tells
         return found
 
-    def _follower(self, directory: VirtualPath) -> Callable[[str], os.stat_result]:
-        """What a link named in C{directory} leads to, as L{_entries} asks."""
+    def _follower(self, directory: VirtualPath) -> Callable[[str, str], str]:
+        """
+        How L{_entries} shows the link named in C{directory} whose text is
+        C{text}: as written when relative, as a path from the user's root when
+        absolute, and as L{OUTSIDE} when it leads out of the root, so that no
+        listing shows a path outside it. A broken link inside the root is
+        shown as it is.
+        """
 
-        def follow(name: str) -> os.stat_result:
-            with self._walk((*directory.segments, name)) as found:
-                return found.lstat()
+        def link(name: str, text: str) -> str:
+            try:
+                with self._walk((*directory.segments, name)):
+                    pass
+            except LeadsOutside:
+                return OUTSIDE
+            except (OSError, FTPError):
+                pass  # broken, or a loop: still a link inside the root
+            if text.startswith("/"):
+                return "/" + text[len(self.root) :].lstrip("/")
+            return text
 
-        return follow
+        return link
 
     def _directory(self, path: VirtualPath) -> int:
         """A descriptor of the directory C{path}, for listing it."""
@@ -692,17 +711,17 @@ class FileStorage:
             except BaseException:
                 scan.close()
                 raise
-            follow = self._follower(path)
+            link = self._follower(path)
             if len(first) <= _LIST_INLINE:
                 scan.close()
-                yield _entries(directory, _visible(first), follow)
+                yield _entries(directory, _visible(first), link)
                 return
             running[:] = [self._run(_rest_of, scan, first)]
             names = await _settled(running[0], _ignore)
             recheck = self._rechecker(path)
             for start in range(0, len(names), _LIST_PAGE):
                 page = names[start : start + _LIST_PAGE]
-                running[:] = [self._run(_later_page, directory, recheck, page, follow)]
+                running[:] = [self._run(_later_page, directory, recheck, page, link)]
                 yield await _settled(running[0], _ignore)
         except OSError as error:
             raise storage_error(error) from None

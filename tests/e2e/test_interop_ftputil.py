@@ -23,7 +23,7 @@ from typing import Any
 
 import _backends
 import pytest
-from _backends import BACKENDS, FILE, S3, Backend, bug, cannot
+from _backends import BACKENDS, S3, Backend, cannot
 from _certs import make_pki
 from _interop import make_tree
 from conftest import PASSWORD, USER, FTPServer
@@ -53,33 +53,13 @@ class _FTP_TLS(ftplib.FTP_TLS):
 
 
 _SYMLINKS_IN_S3 = "S3 has no symbolic links"
-_SYMLINKS_AS_TARGETS = (
-    "a link inside the root is listed as what it leads to (storage/_local.py _entries follows it with os.stat), "
-    "so clients cannot tell it is a link"
-)
 #: Tests that fail against exftp, by name: the root cause of each, and where.
 EXPECTED: _backends.Expectations = {
     "test_chmod": cannot("S3 objects have no permission bits", S3),
-    "test_walk_does_not_descend_into_linked_directories": (
-        bug(_SYMLINKS_AS_TARGETS, FILE),
-        cannot(_SYMLINKS_IN_S3, S3),
-    ),
-    "test_lstat_and_stat_of_links": (bug(_SYMLINKS_AS_TARGETS, FILE), cannot(_SYMLINKS_IN_S3, S3)),
-    "test_link_leading_outside_the_root": (
-        bug(
-            "LIST writes a link as 'l... name' without ' -> target' (FileInfo has no target; _listing.list_line): "
-            "ftputil's stat and walk raise TypeError on it",
-            FILE,
-        ),
-        cannot(_SYMLINKS_IN_S3, S3),
-    ),
-    "test_broken_link_is_listed": (
-        bug(
-            "a link whose target is missing is left out of listings (storage/_local.py _entries skips it)",
-            FILE,
-        ),
-        cannot(_SYMLINKS_IN_S3, S3),
-    ),
+    "test_walk_does_not_descend_into_linked_directories": cannot(_SYMLINKS_IN_S3, S3),
+    "test_lstat_and_stat_of_links": cannot(_SYMLINKS_IN_S3, S3),
+    "test_link_leading_outside_the_root": cannot(_SYMLINKS_IN_S3, S3),
+    "test_broken_link_is_listed": cannot(_SYMLINKS_IN_S3, S3),
 }
 
 
@@ -290,7 +270,8 @@ def test_broken_link_is_listed(host: Any, backend: Backend, area: str) -> None:
     _links(backend, area)
     assert "dangling" in host.listdir(area)
     assert stat.S_ISLNK(host.lstat(f"{area}/dangling").st_mode)
-    assert not host.path.exists(f"{area}/dangling")
+    with pytest.raises(ftputil.error.PermanentError):  # following it finds nothing
+        host.stat(f"{area}/dangling")
 
 
 def test_link_leading_outside_the_root(host: Any, backend: Backend, area: str, tmp_path: Path) -> None:
