@@ -18,6 +18,7 @@ from exftp._listing import (
     format_list,
     format_mdtm,
     format_mlsd,
+    format_mlsx_entries,
     format_nlst,
     list_line,
     mlsx_line,
@@ -98,10 +99,19 @@ def test_format_list_crlf_terminated_and_skips_unsafe_names() -> None:
     assert format_nlst(entries) == b"a\r\ndir\r\n"
 
 
-def test_undecodable_names_do_not_break_the_listing() -> None:
+def test_names_that_are_not_utf8_are_listed_as_their_bytes() -> None:
+    """A name read from disk with surrogateescape goes out as the bytes on disk, in every listing form."""
     entries = [FileInfo("caf\udce9", FileKind.FILE), FileInfo("ok", FileKind.FILE)]
-    assert format_nlst(entries) == b"caf?\r\nok\r\n"
-    assert format_list(entries, NOW).decode().count("\r\n") == 2
+    assert format_nlst(entries) == b"caf\xe9\r\nok\r\n"
+    listed = format_list(entries, NOW).split(b"\r\n")
+    assert [line.rpartition(b" ")[2] for line in listed] == [b"caf\xe9", b"ok", b""]
+    assert format_mlsx_entries(entries, ("type",), False) == b"type=file; caf\xe9\r\ntype=file; ok\r\n"
+
+
+def test_other_lone_surrogates_are_replaced() -> None:
+    """A surrogate that stands for no byte (a storage's odd name) is shown as C{?}, never an error."""
+    entries = [FileInfo("a\ud800b", FileKind.FILE), FileInfo("\udc7f\udd00\udce9", FileKind.FILE)]
+    assert format_nlst(entries) == b"a?b\r\n??\xe9\r\n"
 
 
 def test_empty_listing() -> None:
@@ -220,5 +230,5 @@ def test_format_mlsd() -> None:
         FileInfo("caf\udce9", FileKind.FILE),
     ]
     body = format_mlsd(here, up, entries, ("type", "size"), False)
-    assert body == b"type=cdir; .\r\ntype=pdir; ..\r\ntype=file;size=3; f\r\ntype=file;size=0; caf?\r\n"
+    assert body == b"type=cdir; .\r\ntype=pdir; ..\r\ntype=file;size=3; f\r\ntype=file;size=0; caf\xe9\r\n"
     assert format_mlsd(here, None, [], ("type",), False) == b"type=cdir; .\r\n"
