@@ -5,6 +5,7 @@ Tests for LIST and NLST formatting: pure functions of entries and C{now}.
 from __future__ import annotations
 
 import calendar
+import os
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exftp import FileInfo, FileKind
+from exftp._commands import parse_command
 from exftp._listing import (
     MLSX_FACTS,
     date_string,
@@ -232,3 +234,16 @@ def test_format_mlsd() -> None:
     body = format_mlsd(here, up, entries, ("type", "size"), False)
     assert body == b"type=cdir; .\r\ntype=pdir; ..\r\ntype=file;size=3; f\r\ntype=file;size=0; caf\xe9\r\n"
     assert format_mlsd(here, None, [], ("type",), False) == b"type=cdir; .\r\n"
+
+
+
+#: Names on disk: any bytes but NUL, CR, LF, C{/}, and the Telnet IAC (0xFF), which a client must double.
+_disk_names = st.binary(min_size=1, max_size=20).filter(lambda raw: not set(b"\x00\r\n/\xff") & set(raw))
+
+
+@given(_disk_names)
+def test_a_listed_name_sent_back_names_the_same_entry(raw: bytes) -> None:
+    """Any bytes on disk (as C{os.listdir} decodes them) are listed as themselves and parse back to the same name."""
+    listed = format_nlst([FileInfo(os.fsdecode(raw), FileKind.FILE)])
+    assert listed == raw + b"\r\n"
+    assert os.fsencode(parse_command(b"RETR " + listed[:-2]).argument) == raw
