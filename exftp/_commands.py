@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._errors import CommandSyntaxError, UnknownCommand
+from ._paths import is_unicode
 
 _IAC = 0xFF
 _SE, _SB, _WILL, _DONT = 0xF0, 0xFA, 0xFB, 0xFE
@@ -59,30 +60,38 @@ def strip_telnet(line: bytes) -> bytes:
     return bytes(out)
 
 
+#: Verbs whose argument is text, not a name: credentials must be UTF-8.
+_TEXT_ONLY = frozenset({"USER", "PASS", "ACCT"})
+
+
 def parse_command(line: bytes) -> Command:
     """
     Parse one line (without its CRLF) into a L{Command}.
 
     The verb is case-insensitive; the argument keeps its case and inner spaces
     (file names may contain them), only the single separating space is removed.
+    The line is UTF-8 (RFC 2640), but bytes that are not are kept as
+    C{surrogateescape} surrogates: a name in another encoding reaches the
+    storage as the client's own bytes (C{os.fsencode} writes them back), and
+    replies send them back unchanged (L{exftp._replies.WIRE_ERRORS}).
 
-    @raise CommandSyntaxError: for text that is not UTF-8, or a NUL or CR
-        inside the line (RFC 959 allows neither in an argument).
+    @raise CommandSyntaxError: for a NUL or CR inside the line (RFC 959 allows
+        neither in an argument), or credentials that are not UTF-8.
     @raise UnknownCommand: for an empty line or a verb that is not 1 to 8 letters.
     """
     line = strip_telnet(line).rstrip(b"\r\n")
     if b"\x00" in line or b"\r" in line or b"\n" in line:
         raise CommandSyntaxError("Command contains forbidden characters.")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CommandSyntaxError("Command is not valid UTF-8.") from None
+    text = line.decode("utf-8", "surrogateescape")
     verb, _, argument = text.lstrip(" ").partition(" ")
     if not verb:
         raise UnknownCommand("Empty command.")
     if not verb.isascii() or not verb.isalnum() or not verb[0].isalpha() or len(verb) > 8:
         raise UnknownCommand("Command not understood.")
-    return Command(verb.upper(), argument)
+    verb = verb.upper()
+    if verb in _TEXT_ONLY and not is_unicode(argument):
+        raise CommandSyntaxError("Command is not valid UTF-8.")
+    return Command(verb, argument)
 
 
 def _decimal(text: str) -> int | None:

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from OpenSSL import SSL
 from twisted.internet import error as internet_error
@@ -54,6 +54,10 @@ class DataConnection(Protocol):
     server is always the TLS server (RFC 4217), whoever opened the TCP
     connection; L{ready} fires once the handshake is done.
 
+    A connection can end before it is ready with nobody waiting for it (the
+    command it was opened for was refused, and the client closed it): its
+    failure is kept for a later L{ready}, never left unhandled in a Deferred.
+
     @param tls: the context factory for PROT P, or C{None} for clear text.
     @param server_side_tcp: whether the server accepted the TCP connection
         (passive mode) rather than opened it (active mode).
@@ -64,8 +68,9 @@ class DataConnection(Protocol):
     def __init__(self, tls: Any = None, server_side_tcp: bool = True, require_reuse: bool = False) -> None:
         #: Fires with C{True} when the connection closed cleanly, C{False} when it broke.
         self.closed: Deferred[bool] = Deferred()
-        #: Fires when the connection can carry data (after the TLS handshake).
-        self.ready: Deferred[None] = Deferred()
+        #: C{None} until the connection is ready (C{True}) or failed before it was (the failure).
+        self._readiness: Literal[True] | Failure | None = None
+        self._ready_waiters: list[Deferred[None]] = []
         self._tls = tls
         self._server_side_tcp = server_side_tcp
         self._require_reuse = require_reuse
@@ -76,6 +81,35 @@ class DataConnection(Protocol):
         self._lost = False
 
     @property
+    def ready(self) -> Deferred[None]:
+        """
+        A new Deferred that fires when the connection can carry data (after
+        the TLS handshake), or fails with L{DataConnectionFailed} if it ends
+        (or its handshake is refused) first.
+        """
+        if self._readiness is True:
+            return succeed(None)
+        if self._readiness is not None:
+            return fail(self._readiness)
+        waiter: Deferred[None] = Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
+
+    def _settle(self, outcome: Literal[True] | Failure) -> None:
+        """Record whether the connection became ready (once) and tell those waiting."""
+        if self._readiness is not None:
+            return
+        self._readiness = outcome
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            if waiter.called:  # cancelled
+                continue
+            if outcome is True:
+                waiter.callback(None)
+            else:
+                waiter.errback(outcome)
+
+    @property
     def tcp(self) -> Any:
         """The transport: a TCP connection, which is also a push producer and a consumer."""
         return self.transport
@@ -83,7 +117,7 @@ class DataConnection(Protocol):
     def connectionMade(self) -> None:
         if self._tls is None:
             self.tcp.pauseProducing()
-            self.ready.callback(None)
+            self._settle(True)
         else:
             self.tcp.startTLS(self._tls, self._server_side_tcp)
 
@@ -94,12 +128,12 @@ class DataConnection(Protocol):
                 "TLS session of the data connection must resume the control connection's.",
                 Reply.NETWORK_PROTOCOL_NOT_SUPPORTED,
             )
-            self.ready.errback(refusal)
+            self._settle(Failure(refusal))
             self.abort()
             return
         if self._sink is None and not self._sending:
             self.tcp.pauseProducing()
-        self.ready.callback(None)
+        self._settle(True)
 
     def receive(self, sink: IConsumer) -> Deferred[bool]:
         """Feed everything the client sends into C{sink}; fires when the connection closes."""
@@ -157,8 +191,8 @@ class DataConnection(Protocol):
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._lost = True
-        if not self.ready.called:
-            self.ready.errback(DataConnectionFailed("Data connection closed before it was ready."))
+        if self._readiness is None:
+            self._settle(Failure(DataConnectionFailed("Data connection closed before it was ready.")))
         if self._sink is not None:
             self._sink.unregisterProducer()
             self._sink = None

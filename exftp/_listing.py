@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from ._entries import FileInfo, FileKind
+from ._replies import WIRE_ERRORS
 
 _SIX_MONTHS = 182 * 24 * 3600
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -98,15 +99,15 @@ def format_list(entries: Iterable[FileInfo], now: float) -> bytes:
     """
     A whole LIST reply body, CRLF-terminated lines, UTF-8.
 
-    Names that are not valid Unicode (undecodable bytes on disk) are shown with
-    replacement characters rather than failing the whole listing.
+    A name on disk that is not UTF-8 is listed as its own bytes
+    (L{exftp._replies.WIRE_ERRORS}), so that the client can name it back.
     """
-    return "".join([f"{list_line(e, now)}\r\n" for e in entries if _safe(e.name)]).encode("utf-8", "replace")
+    return "".join([f"{list_line(e, now)}\r\n" for e in entries if _safe(e.name)]).encode("utf-8", WIRE_ERRORS)
 
 
 def format_nlst(entries: Iterable[FileInfo]) -> bytes:
     """A whole NLST reply body: bare names."""
-    return "".join(e.name + "\r\n" for e in entries if _safe(e.name)).encode("utf-8", "replace")
+    return "".join(e.name + "\r\n" for e in entries if _safe(e.name)).encode("utf-8", WIRE_ERRORS)
 
 
 def format_mdtm(mtime: float) -> str:
@@ -181,7 +182,7 @@ def format_mlsx_entries(entries: Iterable[FileInfo], facts: Iterable[str], writa
     """MLSD lines for C{entries} (one page of a listing)."""
     facts = frozenset(facts)
     lines = (mlsx_line(e, facts, writable) + "\r\n" for e in entries if _safe(e.name))
-    return "".join(lines).encode("utf-8", "replace")
+    return "".join(lines).encode("utf-8", WIRE_ERRORS)
 
 
 def format_mlsd(
@@ -196,7 +197,7 @@ def format_mlsd(
     lines = [mlsx_line(directory, facts, writable, "cdir", ".")]
     if parent is not None:
         lines.append(mlsx_line(parent, facts, writable, "pdir", ".."))
-    head = "".join(line + "\r\n" for line in lines).encode("utf-8", "replace")
+    head = "".join(line + "\r\n" for line in lines).encode("utf-8", WIRE_ERRORS)
     return head + format_mlsx_entries(entries, facts, writable)
 
 

@@ -90,6 +90,17 @@ def _system(event: LogEvent) -> str:
     return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
 
 
+def _utf8_safe(text: str | None) -> str | None:
+    """C{text} as any UTF-8 file can hold it: a lone surrogate (from a name that is not UTF-8) as C{\\udcef}."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def text_observer(out: IO[str]) -> ILogObserver:
     """Classic twistd text lines (C{TIME [SYSTEM] TEXT}, tracebacks included) written to C{out}."""
     clock = _SecondClock()
@@ -111,7 +122,7 @@ def text_observer(out: IO[str]) -> ILogObserver:
                 return f"{clock(event.get('log_time'))} [{_system(event)}] {text}".replace("\n", "\n\t") + "\n"
         return formatEventAsClassicLogText(event, formatTime=clock)
 
-    return FileLogObserver(out, line)
+    return FileLogObserver(out, lambda event: _utf8_safe(line(event)))
 
 
 #: The keys of a JSON line that exftp writes itself; an event's own field of that name gets a C{field_} prefix.

@@ -12,6 +12,19 @@ from dataclasses import dataclass
 from ._errors import InvalidPath
 
 _FORBIDDEN = frozenset("\x00\r\n")
+_NOT_UNICODE = "File name is not valid UTF-8: this storage holds UTF-8 names only."
+
+
+def is_unicode(text: str) -> bool:
+    """
+    Whether C{text} is plain Unicode, without the lone surrogates that stand
+    for bytes that were not UTF-8 (a name a client sent, or one read from disk).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _valid_name(name: object) -> bool:
@@ -96,6 +109,16 @@ class VirtualPath:
     def is_within(self, other: VirtualPath) -> bool:
         """Whether this path is C{other} or lies beneath it."""
         return self.segments[: len(other.segments)] == other.segments
+
+    def unicode_only(self) -> VirtualPath:
+        """
+        This path, for a storage that holds UTF-8 names only (S3 keys).
+
+        @raise InvalidPath: (553) when a name in it is not valid UTF-8.
+        """
+        if not all(map(is_unicode, self.segments)):
+            raise InvalidPath(_NOT_UNICODE)
+        return self
 
     def __str__(self) -> str:
         return "/" + "/".join(self.segments)

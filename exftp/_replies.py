@@ -4,8 +4,31 @@ FTP reply codes (RFC 959 section 4.2) and their framing on the wire.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable
 from enum import IntEnum
+
+#: The codec error handler of text sent to clients (replies and listings),
+#: which is UTF-8 (RFC 2640) except that a name read from bytes that are not
+#: UTF-8 (a name on disk, or one a client sent, decoded with
+#: C{surrogateescape}) goes back as its own bytes: the client can send it
+#: again to name the same entry.
+WIRE_ERRORS = "exftp.wire"
+
+
+def _escape_or_replace(error: UnicodeError) -> tuple[bytes, int]:
+    """
+    Surrogates that stand for bytes (C{surrogateescape}, U+DC80 to U+DCFF)
+    become those bytes again; any other lone surrogate becomes C{?}.
+    """
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    chunk = error.object[error.start : error.end]
+    return bytes(ord(c) - 0xDC00 if 0xDC80 <= ord(c) <= 0xDCFF else 0x3F for c in chunk), error.end
+
+
+codecs.register_error(WIRE_ERRORS, _escape_or_replace)
+
 
 
 class Reply(IntEnum):
@@ -76,12 +99,11 @@ def _check_code(code: int) -> None:
 
 def format_reply(code: int, text: str | Iterable[str]) -> bytes:
     """
-    Frame a reply as RFC 959 single-line or multi-line text, UTF-8 encoded.
+    Frame a reply as RFC 959 single-line or multi-line text, encoded with
+    L{WIRE_ERRORS}.
 
     A multi-line reply repeats the code on its last line; body lines are
-    indented so that no client mistakes one for the end. Text that cannot be
-    encoded (lone surrogates from undecodable file names) is replaced, never
-    an error.
+    indented so that no client mistakes one for the end.
 
     @raise ValueError: when C{code} is not a three-digit reply code.
     """
@@ -89,8 +111,8 @@ def format_reply(code: int, text: str | Iterable[str]) -> bytes:
     lines = [text] if isinstance(text, str) else list(text)
     lines = [_clean(line) for line in lines] or [""]
     if len(lines) == 1:
-        return f"{code} {lines[0]}\r\n".encode("utf-8", "replace")
-    last = f"{code} {lines[-1]}\r\n".encode("utf-8", "replace")
+        return f"{code} {lines[0]}\r\n".encode("utf-8", WIRE_ERRORS)
+    last = f"{code} {lines[-1]}\r\n".encode("utf-8", WIRE_ERRORS)
     return format_reply_opening(code, lines[0]) + format_reply_lines(lines[1:-1]) + last
 
 
@@ -102,7 +124,7 @@ def format_reply_opening(code: int, text: str) -> bytes:
     @raise ValueError: when C{code} is not a three-digit reply code.
     """
     _check_code(code)
-    return f"{code}-{_clean(text)}\r\n".encode("utf-8", "replace")
+    return f"{code}-{_clean(text)}\r\n".encode("utf-8", WIRE_ERRORS)
 
 
 def format_reply_lines(lines: Iterable[str]) -> bytes:
@@ -112,7 +134,7 @@ def format_reply_lines(lines: Iterable[str]) -> bytes:
         line = _clean(line)
         body.append(line if line.startswith(" ") else " " + line)
         body.append("\r\n")
-    return "".join(body).encode("utf-8", "replace")
+    return "".join(body).encode("utf-8", WIRE_ERRORS)
 
 
 def quote_path(path: str) -> str:

@@ -50,12 +50,12 @@ def test_parse_command(line: bytes, expected: Command) -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        b"RETR \xfe",
-        b"RETR caf\xe9",
-        b"\xc3NOOP",
         b"RETR a\x00b",
         b"USER a\rb",
         b"USER a\r\nPASS b",
+        b"USER caf\xe9",
+        b"pass \xfe",
+        b"ACCT \xc3",
     ],
 )
 def test_parse_command_refuses_bad_text(line: bytes) -> None:
@@ -65,12 +65,37 @@ def test_parse_command_refuses_bad_text(line: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    ("line", "argument"),
+    [
+        (b"RETR caf\xe9", "caf\udce9"),
+        (b"RETR \xfe", "\udcfe"),
+        (b"STOR d/na\xefve.bin", "d/na\udcefve.bin"),
+        (b"RNTO \xc3\xa9\xc3", "\u00e9\udcc3"),
+        (b"MKD \xed\xa0\x80", "\udced\udca0\udc80"),
+    ],
+)
+def test_names_that_are_not_utf8_keep_their_bytes(line: bytes, argument: str) -> None:
+    """Bytes that are not UTF-8 stay as surrogateescape surrogates: the OS and the replies give the same bytes back."""
+    command = parse_command(line)
+    assert command.argument == argument
+    assert command.argument.encode("utf-8", "surrogateescape") == line.partition(b" ")[2]
+
+
+@given(st.binary(max_size=40).filter(lambda data: not set(b"\x00\r\n\xff") & set(data)))
+def test_any_bytes_of_a_name_round_trip(name: bytes) -> None:
+    command = parse_command(b"DELE " + name)
+    assert command.argument.encode("utf-8", "surrogateescape") == name
+
+
+@pytest.mark.parametrize(
     "line",
     [
         b"",
         b"\r\n",
         b"   ",
         b"\xff\xfe\xfd",
+        b"\xc3NOOP",
+        b"NO\xe9P x",
         b"1RETR x",
         b"RE-R x",
         b"RE_R x",

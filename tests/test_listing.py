@@ -5,6 +5,7 @@ Tests for LIST and NLST formatting: pure functions of entries and C{now}.
 from __future__ import annotations
 
 import calendar
+import os
 import re
 
 import pytest
@@ -12,12 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exftp import FileInfo, FileKind
+from exftp._commands import parse_command
 from exftp._listing import (
     MLSX_FACTS,
     date_string,
     format_list,
     format_mdtm,
     format_mlsd,
+    format_mlsx_entries,
     format_nlst,
     list_line,
     mlsx_line,
@@ -98,10 +101,19 @@ def test_format_list_crlf_terminated_and_skips_unsafe_names() -> None:
     assert format_nlst(entries) == b"a\r\ndir\r\n"
 
 
-def test_undecodable_names_do_not_break_the_listing() -> None:
+def test_names_that_are_not_utf8_are_listed_as_their_bytes() -> None:
+    """A name read from disk with surrogateescape goes out as the bytes on disk, in every listing form."""
     entries = [FileInfo("caf\udce9", FileKind.FILE), FileInfo("ok", FileKind.FILE)]
-    assert format_nlst(entries) == b"caf?\r\nok\r\n"
-    assert format_list(entries, NOW).decode().count("\r\n") == 2
+    assert format_nlst(entries) == b"caf\xe9\r\nok\r\n"
+    listed = format_list(entries, NOW).split(b"\r\n")
+    assert [line.rpartition(b" ")[2] for line in listed] == [b"caf\xe9", b"ok", b""]
+    assert format_mlsx_entries(entries, ("type",), False) == b"type=file; caf\xe9\r\ntype=file; ok\r\n"
+
+
+def test_other_lone_surrogates_are_replaced() -> None:
+    """A surrogate that stands for no byte (a storage's odd name) is shown as C{?}, never an error."""
+    entries = [FileInfo("a\ud800b", FileKind.FILE), FileInfo("\udc7f\udd00\udce9", FileKind.FILE)]
+    assert format_nlst(entries) == b"a?b\r\n??\xe9\r\n"
 
 
 def test_empty_listing() -> None:
@@ -220,5 +232,18 @@ def test_format_mlsd() -> None:
         FileInfo("caf\udce9", FileKind.FILE),
     ]
     body = format_mlsd(here, up, entries, ("type", "size"), False)
-    assert body == b"type=cdir; .\r\ntype=pdir; ..\r\ntype=file;size=3; f\r\ntype=file;size=0; caf?\r\n"
+    assert body == b"type=cdir; .\r\ntype=pdir; ..\r\ntype=file;size=3; f\r\ntype=file;size=0; caf\xe9\r\n"
     assert format_mlsd(here, None, [], ("type",), False) == b"type=cdir; .\r\n"
+
+
+
+#: Names on disk: any bytes but NUL, CR, LF, C{/}, and the Telnet IAC (0xFF), which a client must double.
+_disk_names = st.binary(min_size=1, max_size=20).filter(lambda raw: not set(b"\x00\r\n/\xff") & set(raw))
+
+
+@given(_disk_names)
+def test_a_listed_name_sent_back_names_the_same_entry(raw: bytes) -> None:
+    """Any bytes on disk (as C{os.listdir} decodes them) are listed as themselves and parse back to the same name."""
+    listed = format_nlst([FileInfo(os.fsdecode(raw), FileKind.FILE)])
+    assert listed == raw + b"\r\n"
+    assert os.fsencode(parse_command(b"RETR " + listed[:-2]).argument) == raw

@@ -126,6 +126,18 @@ def test_json_keeps_fields_named_like_its_own_keys_and_survives_odd_values() -> 
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_name_that_is_not_utf8_reaches_a_utf8_log_file(tmp_path: Path, log_format: str) -> None:
+    """A path with surrogateescape surrogates (a name that is not UTF-8) is written escaped, not dropped."""
+    out = LogFile.fromFullPath(str(tmp_path / "exftp.log"))
+    observer = log_observer(out, log_format)
+    event = {"log_format": "ann uploaded {path}", "path": "/na\udcefve.bin", "log_namespace": "exftp", "log_time": 0.0}
+    observer(event)
+    out.close()
+    written = (tmp_path / "exftp.log").read_text("utf-8")
+    assert "uploaded /na\\udcefve.bin" in written, written
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_routine_messages_logged_quietly_are_left_out(log_format: str) -> None:
     out = io.StringIO()
     observer = log_observer(out, log_format)

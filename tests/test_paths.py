@@ -150,3 +150,17 @@ def test_relative_text_without_dotdot_stays_below_cwd(cwd: VirtualPath, names: l
 def test_dotdot_climbs_one_level_each_and_stops_at_root(cwd: VirtualPath, count: int) -> None:
     result = cwd.resolve("/".join([".."] * count))
     assert result.segments == cwd.segments[: max(len(cwd.segments) - count, 0)]
+
+
+@pytest.mark.parametrize("name", ["caf\udce9", "\ud800", "a\udcffb"])
+def test_unicode_only_refuses_names_that_are_not_utf8(name: str) -> None:
+    """A storage that holds UTF-8 names only (S3) refuses the surrogates of bytes that were not UTF-8, with 553."""
+    path = VirtualPath(("d", name))
+    with pytest.raises(InvalidPath) as refused:
+        path.unicode_only()
+    assert refused.value.reply == 553 and "UTF-8" in refused.value.message
+
+
+def test_unicode_only_keeps_unicode_paths() -> None:
+    path = VirtualPath.parse("/d/caf\u00e9/\U0001f600")
+    assert path.unicode_only() is path

@@ -8,7 +8,9 @@ a well-formed value; never another exception.
 
 from __future__ import annotations
 
+import os
 import posixpath
+import tempfile
 from random import Random
 
 from hypothesis import given
@@ -110,19 +112,21 @@ def test_child_and_parent_agree_with_resolve(cwd: VirtualPath, text: str, name: 
 def test_a_users_root_is_never_left(user_root: VirtualPath, cwd: VirtualPath, text: str) -> None:
     """
     A session with its own root sees paths below it: whatever it resolves,
-    the local path the file storage joins stays inside that root.
+    the file storage's walk ends in a directory inside that root (on a real
+    tree, with the user's root and a directory of each name below it).
     """
-    server_root = "/srv/ftp"
-    local_root = posixpath.join(server_root, *user_root.segments)
-    storage = FileStorage(local_root, reactor=Clock(), node="test")
-    path = cwd.resolve(text)
-    try:
-        local = storage._local(path)
-    except FTPError:
-        return  # a name the storage keeps for itself (upload temporaries)
-    assert posixpath.normpath(local) == local
-    assert local == storage.root or local.startswith(storage.root + "/")
-    assert local[len(storage.root) :] == ("" if path.is_root else str(path))
+    with tempfile.TemporaryDirectory() as server_root:
+        local_root = os.path.join(server_root, *user_root.segments)
+        os.makedirs(os.path.join(local_root, "a", "b"), exist_ok=True)
+        storage = FileStorage(local_root, reactor=Clock(), node="test")
+        path = cwd.resolve(text)
+        try:
+            found = storage._walk(path.segments)
+        except (FTPError, OSError):
+            return  # a name the storage keeps for itself, or a directory that is not there
+        with found:
+            where = os.readlink(f"/proc/self/fd/{found.parent}")
+        assert where == storage.root or where.startswith(storage.root + "/")
 
 
 # Commands

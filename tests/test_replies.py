@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import exftp
 import exftp._errors
 from exftp import FTPError, Reply
-from exftp._replies import format_reply, quote_path
+from exftp._replies import format_reply, format_reply_lines, format_reply_opening, quote_path
 
 _codes = st.sampled_from(list(Reply))
 _texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
@@ -40,8 +40,17 @@ def test_format_reply(code: int, text: str | list[str], expected: bytes) -> None
     assert format_reply(code, text) == expected
 
 
-def test_unencodable_text_is_replaced() -> None:
-    assert format_reply(550, "bad \udcff name") == b"550 bad ? name\r\n"
+def test_names_that_are_not_utf8_go_back_as_their_bytes() -> None:
+    """Surrogateescape surrogates (a name the client sent, or one on disk) become their bytes again."""
+    assert format_reply(257, '"/caf\udce9" created.') == b'257 "/caf\xe9" created.\r\n'
+    assert format_reply(213, ["Status of caf\udce9:", " f\udcef", "End"]) == (
+        b"213-Status of caf\xe9:\r\n f\xef\r\n213 End\r\n"
+    )
+    assert format_reply_opening(211, "\udcc3") + format_reply_lines(["\udca9"]) == b"211-\xc3\r\n \xa9\r\n"
+
+
+def test_other_lone_surrogates_are_replaced() -> None:
+    assert format_reply(550, "bad \ud800 \udc7f name") == b"550 bad ? ? name\r\n"
 
 
 @pytest.mark.parametrize("code", [0, 99, 600, 1000, -200])

@@ -1093,7 +1093,7 @@ class S3Storage:
         """The key of C{path}; names that exftp keeps for itself name nothing."""
         if any(segment.startswith(RESERVED_PREFIX) for segment in path.segments):
             raise FileNotFound()
-        return self.prefix + "/".join(path.segments)
+        return self.prefix + "/".join(path.unicode_only().segments)
 
     @staticmethod
     def _creatable(path: VirtualPath) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import _backends
 import pytest
-from _backends import BACKENDS, FILE, S3, Backend, bug, cannot
+from _backends import BACKENDS, FILE, S3, Backend, cannot
 from _certs import PKIFiles, make_pki
 from conftest import AUTH, PASSWORD, USER, FTPServer
 
@@ -29,17 +29,8 @@ TIMEOUT = 10
 
 #: Tests that fail against exftp, by name: the root cause of each, and where.
 EXPECTED: _backends.Expectations = {
-    "test_name_that_is_not_utf8": (
-        bug(
-            "names that are not UTF-8 are listed with '?' for their bytes (encode 'replace'); commands must be UTF-8",
-            FILE,
-        ),
-        cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
-    ),
-    "test_upload_a_name_that_is_not_utf8": (
-        bug("a command line that is not UTF-8 is refused (501, _commands.parse_command decodes strictly)", FILE),
-        cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
-    ),
+    "test_name_that_is_not_utf8": cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
+    "test_upload_a_name_that_is_not_utf8": cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
 }
 
 

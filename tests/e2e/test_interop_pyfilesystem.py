@@ -124,11 +124,6 @@ def test_ftpfs_over_tls(tls_fs: Any) -> None:
     assert tls_fs.listdir("a") == ["moved.bin"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a TLS data connection closed before its handshake (the command got 550 first) errbacks "
-    "DataConnection.ready, which nothing awaits: 'Unhandled error in Deferred' (_datachannel.py)",
-)
 def test_refused_command_over_tls_leaves_no_unhandled_error(tls_server: FTPServer, tls_fs: Any) -> None:
     """
     ftplib connects the data channel before it sends LIST or RETR; when the
