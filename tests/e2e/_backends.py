@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import _moto
 import pytest
+from _certs import PKIFiles, make_pki
 from conftest import AUTH, FTPServer
 
 FILE, S3 = "file", "s3"
@@ -146,3 +147,41 @@ def start_backend(kind: str, start_server: Callable[..., FTPServer], *options: s
 def stop_check(started: Backend) -> None:
     """Fail unless the server of C{started} is still running."""
     assert started.server.alive(), f"the {started.kind} server died:\n{started.server.log()}"
+
+
+# Fixtures of the interop modules: import them into a module (with its EXPECTED table) to use them.
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKIFiles:
+    """A test CA and the server's certificate, for the module's servers and clients."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, start_server: Callable[..., FTPServer], pki: PKIFiles) -> Iterator[Backend]:
+    """Each storage in turn: one server for the module, offering AUTH TLS."""
+    tls = ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
+    started = start_backend(request.param, start_server, *tls)
+    yield started
+    stop_check(started)
+
+
+@pytest.fixture(autouse=True)
+def expectation(request: pytest.FixtureRequest, backend: Backend) -> None:
+    """The module's C{EXPECTED} entry for this test and backend: xfail (strict) or skip."""
+    apply_expectation(request, request.function.__name__, backend.kind, request.module.EXPECTED)
+
+
+@pytest.fixture
+def exftp(backend: Backend) -> FTPServer:
+    """The server under test (named so that its log is checked for tracebacks)."""
+    return backend.server
+
+
+@pytest.fixture
+def area(backend: Backend) -> Iterator[str]:
+    """A fresh, empty directory on the server, e.g. C{/t-1a2b3c4d}."""
+    path = backend.fresh_directory()
+    yield path
+    backend.remove(path)

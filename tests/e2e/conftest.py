@@ -415,6 +415,19 @@ def ipv6_usable() -> bool:
     return True
 
 
+
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str) -> None:
+    """
+    Make a Twisted dropin C{twisted/plugins/MODULE.py} holding C{source}
+    visible to the servers started from here on (through C{PYTHONPATH}), as
+    a third-party package would ship it.
+    """
+    plugins = tmp_path / "plugins" / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / f"{module}.py").write_text(source)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+
+
 # Fixtures
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ftplib
 import io
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FTPServer, code
+from conftest import FTPServer, code, install_plugin
 
 #: A storage plugin whose storage_for hands every session the whole, unrestricted directory.
 _CARELESS_PLUGIN = """
@@ -43,10 +42,7 @@ OLD = b"old content\n"
 def careless(
     start_server: Callable[..., FTPServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[FTPServer, Path]]:
-    plugins = tmp_path / "plugins" / "twisted" / "plugins"
-    plugins.mkdir(parents=True)
-    (plugins / "exftp_careless_test.py").write_text(_CARELESS_PLUGIN)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+    install_plugin(tmp_path, monkeypatch, "exftp_careless_test", _CARELESS_PLUGIN)
     root = tmp_path / "root"
     (root / "dir").mkdir(parents=True)
     (root / "keep.txt").write_bytes(OLD)

@@ -40,6 +40,7 @@ from conftest import (
     USER,
     FTPServer,
     code,
+    install_plugin,
     list_lines,
     retr_bytes,
     server_env,
@@ -443,10 +444,7 @@ def test_injected_disk_errors_mid_upload(
     logged: str,
 ) -> None:
     """Over quota (552) or disk full (452) where no small file system can be mounted: nothing is left."""
-    plugins = tmp_path / "plugins" / "twisted" / "plugins"
-    plugins.mkdir(parents=True)
-    (plugins / "exftp_faulty_disk_test.py").write_text(_FAULTY_DISK_PLUGIN)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+    install_plugin(tmp_path, monkeypatch, "exftp_faulty_disk_test", _FAULTY_DISK_PLUGIN)
     monkeypatch.setenv("EXFTP_TEST_ERRNO", name)
     root = tmp_path / "root"
     root.mkdir()
@@ -488,10 +486,7 @@ def test_listing_that_fails_after_its_150_is_451(
     start_server: Callable[..., FTPServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A big directory fails between two pages: the client gets the first page, then 451, and goes on."""
-    plugins = tmp_path / "plugins" / "twisted" / "plugins"
-    plugins.mkdir(parents=True)
-    (plugins / "exftp_faulty_listing_test.py").write_text(_FAULTY_LISTING_PLUGIN)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+    install_plugin(tmp_path, monkeypatch, "exftp_faulty_listing_test", _FAULTY_LISTING_PLUGIN)
     root = tmp_path / "root"
     (root / "big").mkdir(parents=True)
     for index in range(1500):

@@ -17,8 +17,18 @@ from typing import Any
 
 import _backends
 import pytest
-from _backends import BACKENDS, FILE, S3, Backend, cannot
-from _certs import PKIFiles, make_pki
+from _backends import (  # noqa: F401 (the fixtures are used by name)
+    FILE,
+    S3,
+    Backend,
+    area,
+    backend,
+    cannot,
+    exftp,
+    expectation,
+    pki,
+)
+from _certs import PKIFiles
 from conftest import AUTH, PASSWORD, USER, FTPServer
 
 ftp_module = pytest.importorskip("fsspec.implementations.ftp", reason="fsspec is not installed (pip install fsspec)")
@@ -32,39 +42,6 @@ EXPECTED: _backends.Expectations = {
     "test_name_that_is_not_utf8": cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
     "test_upload_a_name_that_is_not_utf8": cannot("S3 keys are UTF-8: a name that is not cannot be stored", S3),
 }
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKIFiles:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def backend(request: pytest.FixtureRequest, start_server: Callable[..., FTPServer], pki: PKIFiles) -> Iterator[Backend]:
-    """Each storage in turn: one server for the module, offering AUTH TLS."""
-    tls = ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
-    started = _backends.start_backend(request.param, start_server, *tls)
-    yield started
-    _backends.stop_check(started)
-
-
-@pytest.fixture(autouse=True)
-def _expectation(request: pytest.FixtureRequest, backend: Backend) -> None:
-    _backends.apply_expectation(request, request.function.__name__, backend.kind, EXPECTED)
-
-
-@pytest.fixture
-def exftp(backend: Backend) -> FTPServer:
-    """The server under test (named so that its log is checked for tracebacks)."""
-    return backend.server
-
-
-@pytest.fixture
-def area(backend: Backend) -> Iterator[str]:
-    """A fresh, empty directory on the server, e.g. C{/t-1a2b3c4d}."""
-    path = backend.fresh_directory()
-    yield path
-    backend.remove(path)
 
 
 def connect(server: FTPServer, **options: Any) -> Any:

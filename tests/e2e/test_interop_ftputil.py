@@ -17,14 +17,22 @@ import ssl
 import stat
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import _backends
 import pytest
-from _backends import BACKENDS, S3, Backend, cannot
-from _certs import make_pki
+from _backends import (  # noqa: F401 (the fixtures are used by name)
+    S3,
+    Backend,
+    area,
+    backend,
+    cannot,
+    exftp,
+    expectation,
+    pki,
+)
 from _interop import make_tree
 from conftest import PASSWORD, USER, FTPServer
 
@@ -61,36 +69,6 @@ EXPECTED: _backends.Expectations = {
     "test_link_leading_outside_the_root": cannot(_SYMLINKS_IN_S3, S3),
     "test_broken_link_is_listed": cannot(_SYMLINKS_IN_S3, S3),
 }
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest, start_server: Callable[..., FTPServer], tmp_path_factory: Any
-) -> Iterator[Backend]:
-    """Each storage in turn: one server for the module, offering AUTH TLS."""
-    pki = make_pki(tmp_path_factory.mktemp("pki"))
-    tls = ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
-    started = _backends.start_backend(request.param, start_server, *tls)
-    yield started
-    _backends.stop_check(started)
-
-
-@pytest.fixture(autouse=True)
-def _expectation(request: pytest.FixtureRequest, backend: Backend) -> None:
-    _backends.apply_expectation(request, request.function.__name__, backend.kind, EXPECTED)
-
-
-@pytest.fixture
-def exftp(backend: Backend) -> FTPServer:
-    """The server under test (named so that its log is checked for tracebacks)."""
-    return backend.server
-
-
-@pytest.fixture
-def area(backend: Backend) -> Iterator[str]:
-    path = backend.fresh_directory()
-    yield path
-    backend.remove(path)
 
 
 def connect(server: FTPServer, base_class: type[ftplib.FTP] = _FTP, **options: Any) -> Any:
