@@ -22,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -113,9 +114,6 @@ class Plan:
     size: Callable[[random.Random], int]
     #: Paths that lead out of the root (through links); every transfer through them must be refused.
     escapes: tuple[str, ...] = ()
-    #: Whether a vanishing uploader resets both connections at once (else the data connection,
-    #: then the control connection once the upload has failed).
-    vanish_at_once: bool = False
     #: The commands tried on them.
     escape_verbs: tuple[str, ...] = ("STOR", "RETR", "LIST", "APPE")
 
@@ -148,11 +146,24 @@ class Session(threading.Thread):
         self.problems = problems
         self.control: Control | None = None
         self.done: list[str] = []
+        #: The last commands and replies, for the report of a problem.
+        self.trail: deque[str] = deque(maxlen=12)
 
     # Bookkeeping
 
     def problem(self, what: str) -> None:
-        self.problems.append(f"{self.model.stored} ({self.user}): {what}")
+        trail = "".join(f"\n    {line}" for line in self.trail)
+        self.problems.append(f"{self.model.stored} ({self.user}): {what}{trail}")
+
+    def _cmd(self, line: str) -> Reply:
+        self.trail.append(f"> {line}")
+        self._ctl().send(line)
+        return self._reply()
+
+    def _reply(self) -> Reply:
+        reply = self._ctl().reply()
+        self.trail.append(f"< {reply.text}")
+        return reply
 
     def run(self) -> None:
         try:
@@ -162,6 +173,7 @@ class Session(threading.Thread):
                     continue
                 op = self.rng.choices(list(self.plan.weights), list(self.plan.weights.values()))[0]
                 self.done.append(op)
+                self.trail.append(f"({op})")
                 try:
                     getattr(self, "op_" + op)()
                 except (OSError, EOFError, Lost):
@@ -199,6 +211,7 @@ class Session(threading.Thread):
     def _drop(self) -> None:
         control, self.control = self.control, None
         if control is not None:
+            self.trail.append("(control connection reset)")
             reset(control.sock)
 
     def _ctl(self) -> Control:
@@ -208,13 +221,12 @@ class Session(threading.Thread):
 
     def _data(self, command: str) -> tuple[socket.socket | None, Reply]:
         """PASV, connect, send C{command}: the data connection (if 150) and the reply."""
-        control = self._ctl()
-        reply = control.cmd("PASV")
+        reply = self._cmd("PASV")
         if reply.code != 227:
             return None, reply
         _host, port = parse_227(reply.text)
         data = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-        reply = control.cmd(command)
+        reply = self._cmd(command)
         if reply.code not in (125, 150):
             data.close()
             return None, reply
@@ -224,17 +236,19 @@ class Session(threading.Thread):
         """ABOR the transfer on C{data} (urgent, as RFC 959 4.1.3 says), then drop the data connection."""
         control = self._ctl()
         control.sock.sendall(b"\xff\xf4\xff\xf2", socket.MSG_OOB)
+        self.trail.append("> ABOR (urgent)")
         control.send("ABOR")
-        reset(data)
         # One final reply for the transfer command and one for ABOR, in either order: ABOR
         # waits for a running transfer's 426, but answers 225 at once when the command is past
-        # its transfer (still committing or aborting the upload).
-        replies = [control.reply(), control.reply()]
+        # its transfer (still committing or aborting the upload). The server closes the data
+        # connection; the client's side goes after the replies, as a client's should.
+        replies = [self._reply(), self._reply()]
+        reset(data)
         if 226 not in [r.code for r in replies] and 225 not in [r.code for r in replies]:
             self.problem(f"ABOR: no 225/226 among {[r.text for r in replies]}")
 
     def _vanish(self, data: socket.socket) -> None:
-        """The client is gone: both connections reset."""
+        """The client is gone: both connections reset (the control one by L{run})."""
         reset(data)
         raise Lost
 
@@ -269,13 +283,14 @@ class Session(threading.Thread):
             part = payload[: self.rng.randrange(len(payload))] if payload else b""
             with contextlib.suppress(OSError):
                 data.sendall(part)
+            self.trail.append(f"(sent {len(part)} of {len(payload)} bytes; {mode})")
             # Whatever happens now, the whole payload never reached the server.
             if mode == "abort":
                 self._abort(data)
                 return
-            if not self.plan.vanish_at_once:
+            if self.rng.random() < 0.5:  # the data connection first, then (after its reply) the control
                 reset(data)
-                if self._ctl().reply().code == 226:
+                if self._reply().code == 226:
                     self.problem(f"STOR {name}: 226 for an upload whose data connection was reset")
             self._vanish(data)
         sent = True
@@ -285,8 +300,9 @@ class Session(threading.Thread):
         except OSError:
             sent = False
         data.close()
+        self.trail.append(f"(sent {len(payload)} bytes and the end)" if sent else "(sending failed)")
         try:
-            reply = self._ctl().reply()
+            reply = self._reply()
         except (OSError, EOFError):
             if sent:  # it may still be committed after this session is gone
                 allowed.add(payload)
@@ -337,7 +353,7 @@ class Session(threading.Thread):
         if mode == "vanish":
             self._vanish(data)
         data.close()
-        reply = self._ctl().reply()
+        reply = self._reply()
         if reply.code == 226 and bytes(received) not in allowed:
             self.problem(f"RETR {name}: 226 after {len(received)} bytes, which are not a whole content it may have")
 
@@ -348,11 +364,8 @@ class Session(threading.Thread):
             if reply.code < 400:
                 self.problem(f"{verb}: unexpected {reply.text!r}")
             return
-        received = bytearray()
-        while chunk := data.recv(1 << 16):
-            received += chunk
-        data.close()
-        reply = self._ctl().reply()
+        received = _read_all(data)
+        reply = self._reply()
         text = received.decode("utf-8", "replace")
         if RESERVED in text:
             self.problem(f"{verb} shows a reserved name: {text!r}")
@@ -377,11 +390,8 @@ class Session(threading.Thread):
         data, _reply = self._data("LIST -a /")
         if data is None:
             return
-        received = bytearray()
-        while chunk := data.recv(1 << 16):
-            received += chunk
-        data.close()
-        self._ctl().reply()
+        received = _read_all(data)
+        self._reply()
         if RESERVED.encode() in received:
             self.problem(f"LIST -a / shows a reserved name: {bytes(received)!r}")
 
@@ -390,15 +400,14 @@ class Session(threading.Thread):
         target = self._usable(present=False)
         if source == target:
             return
-        control = self._ctl()
-        first = control.cmd(f"RNFR {self.model.path(source)}")
+        first = self._cmd(f"RNFR {self.model.path(source)}")
         from_allowed, to_allowed = self.model.may(source), self.model.may(target)
         if first.code != 350:
             if first.code == 550 and None not in from_allowed:
                 self.problem(f"RNFR {source}: 550 though it exists: {first.text!r}")
             return
         try:
-            second = control.cmd(f"RNTO {self.model.path(target)}")
+            second = self._cmd(f"RNTO {self.model.path(target)}")
         except (OSError, EOFError):
             to_allowed |= from_allowed
             from_allowed.add(None)
@@ -418,7 +427,7 @@ class Session(threading.Thread):
         name = self._usable(present=True)
         allowed = self.model.may(name)
         try:
-            reply = self._ctl().cmd(f"DELE {self.model.path(name)}")
+            reply = self._cmd(f"DELE {self.model.path(name)}")
         except (OSError, EOFError):
             allowed.add(None)
             self.model.tainted.add(name)
@@ -429,6 +438,14 @@ class Session(threading.Thread):
             self.problem(f"DELE {name}: 550 though it exists: {reply.text!r}")
         elif reply.code >= 400:
             allowed.add(None)
+
+    def op_relogin(self) -> None:
+        """QUIT, and log in again with the next operation."""
+        reply = self._cmd("QUIT")
+        if reply.code != 221:
+            self.problem(f"QUIT: {reply.text!r}")
+        control, self.control = self._ctl(), None
+        control.close()
 
     def op_escape(self) -> None:
         """A transfer out of the root (through a link, or clamped ..): never started."""
@@ -446,6 +463,16 @@ class Session(threading.Thread):
     def _refused(self, reply: Reply, verb: str) -> None:
         if reply.code < 400:
             self.problem(f"{verb}: unexpected {reply.text!r}")
+
+
+def _read_all(data: socket.socket) -> bytes:
+    """What arrives until the server closes (or resets: a listing that failed) the data connection."""
+    received = bytearray()
+    with contextlib.suppress(OSError):
+        while chunk := data.recv(1 << 16):
+            received += chunk
+    data.close()
+    return bytes(received)
 
 
 def _listed_name(verb: str, line: str) -> str:
