@@ -1,18 +1,24 @@
 """
 A bounded chaos test (issue 16): rounds of concurrent sessions doing a random
-mix of uploads, downloads, renames, deletions, listings, aborts, vanishing
-clients and attempts to leave the root, while a fault is injected (the disk
-fills up, the S3 endpoint stalls, resets, answers 503 or is gone, the auth
-service is down).
+mix of uploads, downloads, renames, deletions, listings, ABORs, clients that
+vanish mid-download, QUIT and log in again, and attempts to leave the root,
+while a fault is injected (the disk fills up; the S3 endpoint answers 503,
+stalls, resets or is gone; the auth service is down).
 
 After every round, once its sessions have ended and the fault is over, the
 server has had a bounded moment to recover and then: nothing outside the
 root changed; every session's directory holds what its model allows (a file
 whose upload completed, byte for byte; nothing partial under a real name);
-no upload temporary, open multipart upload or journal entry is left; the
-server's open descriptors and resident memory are back within a margin of
-their level after a first, fault-free round; its log shows no traceback,
-unhandled error or critical line; and it still serves a normal session.
+no upload temporary or open multipart upload is left; the server's open
+descriptors are back within a margin of their level before the rounds and
+its resident memory within one of its level after the first, fault-free
+round; its log shows no traceback, unhandled error or critical line; every
+fault left its mark in the log (so one that never bit fails); and the
+server still serves a normal session.
+
+The two main variants (file storage; S3 on moto through the fault proxy)
+pass on main. Faults that meet a server bug found by this test run in
+variants of their own, marked xfail with the root cause.
 
 The choices are seeded: a failure names its seed, and C{EXFTP_CHAOS_SEED=N}
 replays the same choices (not the same timing: the sessions run in threads
@@ -68,10 +74,13 @@ RESET_MID_UPLOAD = (
     "cancels the running STOR while transfer_in awaits upload.abort() in its finally, and the "
     "CancelledError is logged as '[exftp#critical] Aborting upload of ... failed' with a traceback"
 )
-S3_STALL_ORPHAN = (
-    "a CreateMultipartUpload that times out while S3 stalls still reaches S3 once the stall ends; "
-    "the retry opens a second upload and the first one's id never reaches exftp, so it is in no "
-    "journal and stays open for good (only a bucket lifecycle rule removes it)"
+#: The S3 faults that can lose the answer to a request S3 carried out.
+LOSING_ANSWERS = ["S3 stalls", "S3 resets", "S3 is gone"]
+LOST_CREATE_ORPHANS = (
+    "a CreateMultipartUpload that S3 carried out but whose answer was lost (the connection reset, "
+    "or the request held by a stall past the 2 s deadline and delivered later) leaves an open "
+    "multipart upload whose id never reached exftp: it is in no journal, nothing aborts it, and "
+    "it stays open for good (only a bucket lifecycle rule removes it)"
 )
 ROOTED_LOGIN_IN_S3_OUTAGE = (
     "a login whose user has a root (/alice) while S3 fails (503, reset, stall, gone) is answered "
@@ -368,8 +377,8 @@ def s3_world(
         Fault("S3 is gone", proxy.down, proxy.up, s3_failed),
         _auth_down(auth),
     ]
-    # S3 stalls only where they are expected to fail: see S3_STALL_ORPHAN.
-    chosen = options.get("faults", [fault.name for fault in faults if fault.name != "S3 stalls"])
+    # Faults that lose S3's answers only where they are expected to fail: see LOST_CREATE_ORPHANS.
+    chosen = options.get("faults", ["S3 answers 503", "auth service down"])
     faults = [fault for fault in faults if fault.name in chosen]
     multipart = options.get("multipart", 0.12)
     plan = Plan(
@@ -569,7 +578,7 @@ def test_chaos_file_storage(file_world: World) -> None:
 def test_chaos_s3_storage(s3_world: World) -> None:
     """
     Every session is carol's (rooted in /): see L{test_chaos_s3_storage_rooted_users};
-    S3 does not stall here: see L{test_chaos_s3_stalls}.
+    S3 fails here only with 503s: see L{test_chaos_s3_answers_lost}.
     """
     _run(s3_world, "s3")
 
@@ -587,11 +596,14 @@ def test_chaos_uploaders_reset_mid_upload(file_world: World) -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("s3_world", [{"faults": ["S3 stalls"], "rounds": 3, "multipart": 0.9}], indirect=True)
-@pytest.mark.xfail(strict=False, reason=S3_STALL_ORPHAN)
-def test_chaos_s3_stalls(s3_world: World) -> None:
-    """The S3 endpoint stalls for longer than the server's S3 deadline (2 s)."""
-    _run(s3_world, "s3-stall")
+@pytest.mark.parametrize("s3_world", [{"faults": LOSING_ANSWERS, "rounds": 3, "multipart": 0.9}], indirect=True)
+@pytest.mark.xfail(strict=False, reason=LOST_CREATE_ORPHANS)
+def test_chaos_s3_answers_lost(s3_world: World) -> None:
+    """
+    The S3 endpoint stalls for longer than the server's S3 deadline (2 s),
+    resets connections or goes away: requests it received lose their answers.
+    """
+    _run(s3_world, "s3-lost")
 
 
 @pytest.mark.timeout(300)
