@@ -50,7 +50,7 @@ from conftest import FTPServer, list_lines, rss_kib, temporary_files, wait_until
 from test_faults import JOURNAL, Bucket
 from test_http_auth_e2e import USERS, AuthService
 
-#: Rounds per storage, and sessions per round (half of them rooted in /alice).
+#: Rounds per variant, and sessions per round (half of them rooted in /alice where a variant is rooted).
 ROUNDS = 6
 SESSIONS = 8
 #: Seconds the sessions of a round start new operations; a fault falls inside.
