@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -24,10 +24,11 @@ from zope.interface import implementer
 from ._errors import FileNotFound, FTPError, LoginFailed
 from ._interfaces import FileInfo, FileKind, IPagedListing, IStorage, IWriteFile, Session, UserLimits, WriteMode
 from ._paths import VirtualPath
-from ._proxy import is_trusted
+from ._proxy import is_trusted, parse_networks
 from ._replies import Reply
 
 __all__ = [
+    "LIMIT_KEYS",
     "Limits",
     "Pacer",
     "QuotaExceeded",
@@ -36,6 +37,7 @@ __all__ = [
     "SessionLimits",
     "TooManySessions",
     "UploadGuard",
+    "parse_limits",
 ]
 
 _log = Logger(namespace="exftp.limits")
@@ -66,6 +68,45 @@ class TooManySessions(FTPError):
 
     reply = Reply.SERVICE_NOT_AVAILABLE
     default_message = "Too many sessions for this user; try again later."
+
+
+#: The keys of a user's limits in a users file or a webhook's JSON answer.
+LIMIT_NUMBERS = tuple(field.name for field in dataclasses.fields(UserLimits) if field.name != "allow_from")
+LIMIT_KEYS = (*LIMIT_NUMBERS, "allow_from")
+
+
+def value_kind(value: object) -> str:
+    """What C{value} is, in words for an error message ("an integer", "text")."""
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "text", list: "a list", dict: "a table"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def parse_limits(table: Mapping[str, Any], where: str = "") -> UserLimits:
+    """
+    A user's limits from a users file's table or a webhook's JSON object:
+    whole numbers >= 0 (0 or absent: unlimited), C{allow_from} a list of
+    networks; other keys are ignored.
+
+    @param where: what to name a key by in a message, before the key (C{"users.alice."}).
+    @raise ValueError: naming the key that has a wrong value.
+    """
+    numbers: dict[str, int | None] = {}
+    for key in LIMIT_NUMBERS:
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            shown = value if isinstance(value, int | float) else value_kind(value)
+            raise ValueError(f"{where}{key}: expected a whole number >= 0 (0: unlimited), not {shown}")
+        numbers[key] = value or None
+    texts = table.get("allow_from")
+    texts = [] if texts is None else texts
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise ValueError(f'{where}allow_from: expected a list of networks such as ["192.0.2.0/24"]')
+    try:
+        networks = parse_networks(texts)
+    except ValueError as error:
+        raise ValueError(f"{where}allow_from: {error}") from None
+    return UserLimits(**numbers, allow_from=networks)
 
 
 def with_defaults(limits: UserLimits, defaults: UserLimits) -> UserLimits:

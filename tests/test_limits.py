@@ -30,9 +30,11 @@ from exftp._limits import (
     RateLimiter,
     TooManySessions,
     UploadGuard,
+    parse_limits,
     walk_usage,
     with_defaults,
 )
+from exftp.auth._http import parse_webhook_settings
 from exftp.testing import MemoryStorage
 
 
@@ -353,3 +355,34 @@ def Failure_done() -> Any:
     from twisted.python.failure import Failure
 
     return Failure(error.ConnectionDone())
+
+
+class ParseTests(SynchronousTestCase):
+    JSON = ["application/json"]
+
+    def test_webhook_answer_sets_the_limits(self) -> None:
+        body = b'{"quota_bytes": 10, "max_sessions": 0, "upload_rate": null, "allow_from": ["192.0.2.0/24"]}'
+        settings = parse_webhook_settings(body, self.JSON)
+        self.assertEqual(
+            settings.limits, UserLimits(quota_bytes=10, allow_from=(ipaddress.ip_network("192.0.2.0/24"),))
+        )
+        self.assertEqual(parse_webhook_settings(b"{}", self.JSON).limits, UserLimits())
+
+    def test_webhook_answer_with_bad_limits_is_refused_with_the_key(self) -> None:
+        for body, key in [
+            (b'{"quota_bytes": -1}', "quota_bytes"),
+            (b'{"max_file_size": 1.5}', "max_file_size"),
+            (b'{"max_sessions": true}', "max_sessions"),
+            (b'{"allow_from": "10.0.0.0/8"}', "allow_from"),
+            (b'{"allow_from": ["not a network"]}', "allow_from"),
+        ]:
+            with self.assertRaises(ValueError) as raised:
+                parse_webhook_settings(body, self.JSON)
+            self.assertTrue(str(raised.exception).startswith(key), str(raised.exception))
+
+    def test_users_file_names_user_and_key(self) -> None:
+        with self.assertRaises(ValueError) as raised:
+            parse_limits({"download_rate": "fast"}, "users.alice.")
+        self.assertEqual(
+            str(raised.exception), "users.alice.download_rate: expected a whole number >= 0 (0: unlimited), not text"
+        )

@@ -21,6 +21,7 @@ import _moto
 import bcrypt
 import pytest
 from conftest import FTPServer, code, temporary_files
+from test_http_auth_e2e import AuthService
 
 MiB = 1024 * 1024
 FAST = ("--login-failure-delay", "0.1")
@@ -330,3 +331,53 @@ def test_s3_max_file_size_and_quota_leave_nothing(s3_limited: tuple[FTPServer, A
     assert sorted(item["Key"] for item in listed) == ["alice/fits.bin", "alice/old.bin"]
     assert s3.get_object(Bucket=bucket, Key="alice/old.bin")["Body"].read() == b"o" * 60_000
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# The webhook's JSON answer
+
+
+@pytest.fixture(scope="module")
+def webhook_limited(
+    start_server: Callable[..., FTPServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FTPServer]:
+    service = AuthService()
+    service.users = {
+        "quinn": ("quinn-Pw-1", {"root": "/quinn", "permissions": "elrw", "max_sessions": 1,
+                                 "max_file_size": 1000, "quota_files": 2, "allow_from": ["127.0.0.0/8"]}),
+        "remote": ("remote-Pw-2", {"allow_from": ["192.0.2.0/24"]}),
+        "broken": ("broken-Pw-3", {"quota_bytes": -1}),
+    }  # fmt: skip
+    root = tmp_path_factory.mktemp("webhook-limited")
+    (root / "quinn").mkdir()
+    server = start_server("--auth", "webhook:" + service.url("/login"), *FAST, root=root)
+    yield server
+    service.stop()
+
+
+def test_webhook_json_sets_the_limits(webhook_limited: FTPServer) -> None:
+    server = webhook_limited
+    client = server.login("quinn", "quinn-Pw-1")
+    try:
+        second = server.connect()
+        second.sendcmd("USER quinn")
+        with pytest.raises(ftplib.error_temp) as refused:
+            second.sendcmd("PASS quinn-Pw-1")  # max_sessions = 1
+        assert code(refused.value) == 421
+        second.close()
+        client.storbinary("STOR one.bin", io.BytesIO(b"1" * 1000))
+        assert _refused_upload(client, "STOR big.bin", b"2" * 1001) == 552  # max_file_size
+        client.storbinary("STOR two.bin", io.BytesIO(b"2"))
+        assert _refused_upload(client, "STOR three.bin", b"3") == 552  # quota_files
+        with pytest.raises(ftplib.error_perm) as denied:
+            client.delete("one.bin")  # the permissions still apply: no d
+        assert code(denied.value) == 550
+    finally:
+        client.quit()
+    assert sorted(path.name for path in (server.root / "quinn").iterdir()) == ["one.bin", "two.bin"]
+    for user, password, expected in [("remote", "remote-Pw-2", 530), ("broken", "broken-Pw-3", 421)]:
+        refused_client = server.connect()
+        with pytest.raises(ftplib.Error) as refused:
+            refused_client.login(user, password)
+        assert code(refused.value) == expected, (user, refused.value)
+        refused_client.close()
+    assert "quota_bytes: expected a whole number" in server.log()
