@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IProducer, IPushProducer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -52,6 +53,8 @@ USAGE_TTL = 300.0
 #: Entries a usage computation reads at most; past it, the usage is what was
 #: counted so far (and a warning is logged).
 MAX_WALK_ENTRIES = 1_000_000
+#: Entries a usage computation reads before it lets the reactor run other work.
+WALK_SLICE = 1000
 
 _OVER_QUOTA = "Quota exceeded: the upload does not fit in your storage allocation."
 
@@ -271,7 +274,7 @@ class QuotaTracker:
             return await waiter
         self._computing = []
         try:
-            usage = await walk_usage(storage)
+            usage = await walk_usage(storage, self._clock)
         except BaseException as error:
             waiting, self._computing = self._computing, None
             for waiter in waiting:
@@ -290,11 +293,13 @@ class QuotaTracker:
             self._usage.files = max(0, self._usage.files + files)
 
 
-async def walk_usage(storage: IStorage) -> Usage:
+async def walk_usage(storage: IStorage, clock: Any) -> Usage:
     """
     Add up the files under C{storage}'s root, one directory at a time,
     through the storage's paged listing where it has one (big directories
-    are then read off the reactor thread), at most L{MAX_WALK_ENTRIES} entries.
+    are then read off the reactor thread), at most L{MAX_WALK_ENTRIES}
+    entries; every L{WALK_SLICE} entries the reactor (C{clock}) runs the
+    other sessions' work, so that a big tree holds nobody up.
     """
     usage = Usage()
     pending = [VirtualPath.root()]
@@ -303,15 +308,17 @@ async def walk_usage(storage: IStorage) -> Usage:
         directory = pending.pop()
         for page in await _pages(storage, directory):
             for entry in page:
-                seen += 1
                 if entry.is_directory:
                     pending.append(directory.child(entry.name))
                 elif entry.kind is FileKind.FILE:
                     usage.bytes += entry.size
                     usage.files += 1
+            before, seen = seen, seen + len(page)
             if seen >= MAX_WALK_ENTRIES:
                 _log.warn("Usage walk stopped after {count} entries; quota counts only those", count=seen)
                 return usage
+            if seen // WALK_SLICE != before // WALK_SLICE:
+                await deferLater(clock, 0, lambda: None)
     return usage
 
 

@@ -18,11 +18,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from exftp import FileNotFound, LoginFailed, Session, UserLimits
+from exftp import FileNotFound, LoginFailed, Session, UserLimits, _limits
 from exftp._interfaces import IWriteFile
 from exftp._limits import (
     BURST_SECONDS,
     MIN_BURST,
+    WALK_SLICE,
     Limits,
     Pacer,
     QuotaExceeded,
@@ -35,6 +36,7 @@ from exftp._limits import (
     with_defaults,
 )
 from exftp.auth._http import parse_webhook_settings
+from exftp.storage._streaming import CHUNK_SIZE
 from exftp.testing import MemoryStorage
 
 
@@ -256,8 +258,22 @@ class UsageTests(SynchronousTestCase):
         storage = MemoryStorage(clock)
         storage.add_file("/a", b"12345")
         storage.add_file("/d/e/f", b"123")
-        usage = self.successResultOf(Deferred.fromCoroutine(walk_usage(storage)))
+        usage = self.successResultOf(Deferred.fromCoroutine(walk_usage(storage, clock)))
         self.assertEqual((usage.bytes, usage.files), (8, 2))
+
+    def test_walk_lets_the_reactor_run_and_is_bounded(self) -> None:
+        clock = Clock()
+        storage = MemoryStorage(clock)
+        for index in range(WALK_SLICE + 5):
+            storage.add_file(f"/d{index % 3}/f{index}", b"x")
+        walking = Deferred.fromCoroutine(walk_usage(storage, clock))
+        self.assertNoResult(walking)  # it waits for the reactor's next turn
+        clock.advance(0)
+        usage = self.successResultOf(walking)
+        self.assertEqual((usage.bytes, usage.files), (WALK_SLICE + 5, WALK_SLICE + 5))
+        self.patch(_limits, "MAX_WALK_ENTRIES", 10)
+        usage = self.successResultOf(Deferred.fromCoroutine(walk_usage(storage, clock)))
+        self.assertLess(usage.files, WALK_SLICE)
 
 
 # Through the protocol
@@ -386,3 +402,39 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(
             str(raised.exception), "users.alice.download_rate: expected a whole number >= 0 (0: unlimited), not text"
         )
+
+
+class ProtocolPacingTests(SynchronousTestCase):
+    def test_upload_socket_paused_while_over_the_rate(self) -> None:
+        client = _limited(_Client(), upload_rate=MIN_BURST)
+        client.login()
+        client.send("TYPE I")
+        proto, transport = client.open_data()
+        self.assertEqual(client.send("STOR paced")[0][:4], "150 ")
+        proto.dataReceived(b"x" * MIN_BURST * 3)  # three seconds' worth
+        self.assertEqual(transport.producerState, "paused")
+        client.reactor.advance(2.9)
+        self.assertEqual(transport.producerState, "paused")
+        client.reactor.advance(0.2)
+        self.assertEqual(transport.producerState, "producing")
+        proto.connectionLost(Failure_done())
+        client.pump()
+        self.assertEqual(client.replies()[-1][:4], "226 ")
+        self.assertEqual(len(client.storage.read_file("/paced")), MIN_BURST * 3)
+
+    def test_download_paced(self) -> None:
+        client = _limited(_Client(), download_rate=MIN_BURST)
+        client.storage.add_file("/f", b"y" * CHUNK_SIZE * 3)
+        client.login()
+        client.send("TYPE I")
+        proto, transport = client.open_data()
+        client.send("RETR f")
+        self.assertEqual(len(transport.value()), CHUNK_SIZE)  # one chunk, then paused for its time
+        client.reactor.advance(CHUNK_SIZE / MIN_BURST - 0.1)
+        self.assertEqual(len(transport.value()), CHUNK_SIZE)
+        for _ in range(200):
+            client.reactor.advance(0.1)
+        self.assertEqual(len(transport.value()), CHUNK_SIZE * 3)
+        proto.connectionLost(Failure_done())
+        client.pump()
+        self.assertEqual(client.replies()[-1][:4], "226 ")
