@@ -47,6 +47,8 @@ _log = Logger(namespace="exftp.limits")
 BURST_SECONDS = 0.05
 #: The smallest burst, so that one read of the data connection fits.
 MIN_BURST = 64 * 1024
+#: The bounds of the bytes read at a time from a paced upload's socket.
+MIN_READ, MAX_READ = 16 * 1024, 256 * 1024
 #: Seconds a computed usage is trusted before it is computed again from the
 #: storage (other nodes, other tools may change it meanwhile).
 USAGE_TTL = 300.0
@@ -169,6 +171,16 @@ class Pacer:
         self._held = False  # the consumer asked for a pause
         self._paced: IDelayedCall | None = None
         self._paused = False
+
+    @property
+    def pacing(self) -> bool:
+        """Whether the producer is held back for the rate now (so a stall watchdog should wait)."""
+        return self._paced is not None
+
+    @property
+    def read_size(self) -> int:
+        """How much to read from a paced socket at a time: about a tenth of a second's worth."""
+        return max(MIN_READ, min(MAX_READ, self._limiter.rate // 10))
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self._producer = producer
@@ -447,10 +459,10 @@ class SessionLimits:
         rate = self.limits.upload_rate if upload else self.limits.download_rate
         return self._registry._limiter(self.username, upload, rate) if rate else None
 
-    def pace(self, consumer: IConsumer, upload: bool) -> IConsumer:
-        """C{consumer}, paced to the user's rate for that direction when there is one."""
+    def pacer(self, consumer: IConsumer, upload: bool) -> Pacer | None:
+        """C{consumer} paced to the user's rate for that direction, or C{None} when there is none."""
         limiter = self.rate(upload)
-        return consumer if limiter is None else Pacer(consumer, limiter, self._registry.clock)
+        return None if limiter is None else Pacer(consumer, limiter, self._registry.clock)
 
     @property
     def quota(self) -> QuotaTracker | None:

@@ -63,7 +63,7 @@ from ._interfaces import (
     Session,
     WriteMode,
 )
-from ._limits import SessionLimits, TooManySessions, UploadGuard
+from ._limits import Pacer, SessionLimits, TooManySessions, UploadGuard
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, format_reply_lines, format_reply_opening, quote_path
@@ -126,6 +126,8 @@ class _Transfer:
         self.aborted = False
         self.stalled = False
         self.bytes = 0
+        #: What paces this transfer to the user's rate, if anything.
+        self.pacer: Pacer | None = None
 
     def count(self, size: int) -> None:
         """Note that C{size} more bytes moved."""
@@ -753,17 +755,22 @@ class FTPProtocol(LineReceiver):
             self._last_activity = self.factory.reactor.seconds()  # idle from the end of the transfer
 
     def _watch(self, transfer: _Transfer) -> LoopingCall | None:
-        """Abort C{transfer} when no byte moves for C{stalled_timeout} seconds."""
+        """
+        Abort C{transfer} when no byte moves for C{stalled_timeout} seconds,
+        not counting the time it is held back for the user's rate.
+        """
         timeout = self.factory.stalled_timeout
         if not timeout:
             return None
-        seen = [0]
+        seen, held = 0, False
 
         def check() -> None:
-            if transfer.bytes == seen[0]:
+            nonlocal seen, held
+            was_held, held = held, transfer.pacer is not None and transfer.pacer.pacing
+            if transfer.bytes == seen and not held and not was_held:
                 _log.info("Transfer for {peer} stalled; aborting it", peer=self.peer_host)
                 transfer.abort(stalled=True)
-            seen[0] = transfer.bytes
+            seen = transfer.bytes
 
         watchdog = LoopingCall(check)
         watchdog.clock = self.factory.reactor
@@ -817,8 +824,8 @@ class FTPProtocol(LineReceiver):
                     send = connection.send_file(file_source.fileno(), file_source.offset, transfer.count)
                 else:
                     consumer: IConsumer = CountingConsumer(connection.tcp, transfer.count)
-                    if self.limits is not None:
-                        consumer = self.limits.pace(consumer, upload=False)
+                    transfer.pacer = self.limits.pacer(consumer, upload=False) if self.limits is not None else None
+                    consumer = transfer.pacer or consumer
                     if not self.binary:
                         consumer = AsciiSendingConsumer(consumer)
                     send = source.send(consumer)
@@ -860,7 +867,11 @@ class FTPProtocol(LineReceiver):
             async with self._transferring(channel, opening, Action.UPLOAD, description) as transfer:
                 connection = await self._connect(channel)
                 sink: IConsumer = CountingConsumer(upload, transfer.count)
-                clean = await connection.receive(sink if self.limits is None else self.limits.pace(sink, upload=True))
+                transfer.pacer = self.limits.pacer(sink, upload=True) if self.limits is not None else None
+                closed = connection.receive(transfer.pacer or sink)
+                if transfer.pacer is not None:
+                    connection.tcp.bufferSize = transfer.pacer.read_size  # an even pace, not 256 KiB bursts
+                clean = await closed
                 if isinstance(target, UploadGuard) and target.error is not None:
                     raise target.error  # 552: past the largest file size or the quota; aborted below
                 # A client that dies closes both connections at once: let the

@@ -10,10 +10,12 @@ import dataclasses
 import ipaddress
 from typing import Any
 
-from test_protocol import _Client
+from test_protocol import _Client, _close
+from twisted.internet import error
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -31,6 +33,7 @@ from exftp._limits import (
     RateLimiter,
     TooManySessions,
     UploadGuard,
+    Usage,
     parse_limits,
     walk_usage,
     with_defaults,
@@ -238,18 +241,12 @@ class GuardTests(SynchronousTestCase):
 
     def test_overwrite_counts_only_the_growth(self) -> None:
         tracker = QuotaTracker(Clock())
-        tracker._usage = dataclasses.replace(tracker._usage or _usage(), bytes=8, files=1)
+        tracker._usage = Usage(bytes=8, files=1)  # as computed from the storage
         guard = UploadGuard(_Sink(), start=0, kept=0, existing=8, max_size=None, quota=tracker, quota_bytes=10)
         guard.write(b"0123456789")  # replaces the 8 bytes: 10 in all
         self.assertIsNone(guard.error)
         guard.write(b"x")
         self.assertIsNotNone(guard.error)
-
-
-def _usage() -> Any:
-    from exftp._limits import Usage
-
-    return Usage()
 
 
 class UsageTests(SynchronousTestCase):
@@ -307,7 +304,7 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual([r[:4] for r in replies], ["421 "])
         self.assertTrue(second.transport.disconnecting)
         self.assertEqual(second.proto.login_failures, 0)  # not a failed login
-        first.proto.connectionLost(Failure_done())
+        first.proto.connectionLost(Failure(error.ConnectionDone()))
         third = _Client(same_server=first)
         third.login()
 
@@ -366,11 +363,71 @@ class ProtocolTests(SynchronousTestCase):
         self.assertIn(" Quota: unlimited", client.send("SITE QUOTA"))
 
 
-def Failure_done() -> Any:
-    from twisted.internet import error
-    from twisted.python.failure import Failure
+class ProtocolPacingTests(SynchronousTestCase):
+    def test_upload_socket_paused_while_over_the_rate(self) -> None:
+        client = _limited(_Client(), upload_rate=MIN_BURST)
+        client.login()
+        client.send("TYPE I")
+        proto, transport = client.open_data()
+        self.assertEqual(client.send("STOR paced")[0][:4], "150 ")
+        proto.dataReceived(b"x" * MIN_BURST * 3)  # three seconds' worth
+        self.assertEqual(transport.producerState, "paused")
+        client.reactor.advance(2.9)
+        self.assertEqual(transport.producerState, "paused")
+        client.reactor.advance(0.2)
+        self.assertEqual(transport.producerState, "producing")
+        _close(proto)
+        client.pump()
+        self.assertEqual(client.replies()[-1][:4], "226 ")
+        self.assertEqual(len(client.storage.read_file("/paced")), MIN_BURST * 3)
 
-    return Failure(error.ConnectionDone())
+    def test_download_paced(self) -> None:
+        client = _limited(_Client(), download_rate=MIN_BURST)
+        client.storage.add_file("/f", b"y" * CHUNK_SIZE * 3)
+        client.login()
+        client.send("TYPE I")
+        proto, transport = client.open_data()
+        client.send("RETR f")
+        self.assertEqual(len(transport.value()), CHUNK_SIZE)  # one chunk, then paused for its time
+        client.reactor.advance(CHUNK_SIZE / MIN_BURST - 0.1)
+        self.assertEqual(len(transport.value()), CHUNK_SIZE)
+        for _ in range(200):
+            client.reactor.advance(0.1)
+        self.assertEqual(len(transport.value()), CHUNK_SIZE * 3)
+        _close(proto)
+        client.pump()
+        self.assertEqual(client.replies()[-1][:4], "226 ")
+
+    def test_a_paced_upload_is_not_a_stalled_one(self) -> None:
+        client = _limited(_Client(stalled_timeout=10), upload_rate=MIN_BURST)
+        client.login()
+        client.send("TYPE I")
+        proto, transport = client.open_data()
+        client.send("STOR slow")
+        self.assertEqual(transport.bufferSize, 16 * 1024)  # small reads: an even pace
+        proto.dataReceived(b"x" * MIN_BURST * 30)  # 30 s of the rate at once
+        for _ in range(29):
+            client.reactor.advance(1)
+        self.assertEqual(client.replies(), [])  # held back for the rate, not stalled
+        client.reactor.advance(1.1)
+        self.assertEqual(transport.producerState, "producing")
+        _close(proto)
+        client.pump()
+        self.assertEqual(client.replies()[-1][:4], "226 ")
+
+    def test_a_paced_upload_that_then_stalls_is_aborted(self) -> None:
+        client = _limited(_Client(stalled_timeout=10), upload_rate=MIN_BURST)
+        client.login()
+        client.send("TYPE I")
+        proto, _transport = client.open_data()
+        client.send("STOR slow")
+        proto.dataReceived(b"x" * MIN_BURST * 15)
+        for _ in range(40):  # paced for 15 s, then nothing comes for 25 s
+            client.reactor.advance(1)
+        _close(proto, clean=False)  # the watchdog closed it
+        client.pump()
+        self.assertEqual(client.replies(), ["426 Transfer stalled: no data moved; transfer aborted."])
+        self.assertRaises(FileNotFound, client.storage.read_file, "/slow")
 
 
 class ParseTests(SynchronousTestCase):
@@ -402,39 +459,3 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(
             str(raised.exception), "users.alice.download_rate: expected a whole number >= 0 (0: unlimited), not text"
         )
-
-
-class ProtocolPacingTests(SynchronousTestCase):
-    def test_upload_socket_paused_while_over_the_rate(self) -> None:
-        client = _limited(_Client(), upload_rate=MIN_BURST)
-        client.login()
-        client.send("TYPE I")
-        proto, transport = client.open_data()
-        self.assertEqual(client.send("STOR paced")[0][:4], "150 ")
-        proto.dataReceived(b"x" * MIN_BURST * 3)  # three seconds' worth
-        self.assertEqual(transport.producerState, "paused")
-        client.reactor.advance(2.9)
-        self.assertEqual(transport.producerState, "paused")
-        client.reactor.advance(0.2)
-        self.assertEqual(transport.producerState, "producing")
-        proto.connectionLost(Failure_done())
-        client.pump()
-        self.assertEqual(client.replies()[-1][:4], "226 ")
-        self.assertEqual(len(client.storage.read_file("/paced")), MIN_BURST * 3)
-
-    def test_download_paced(self) -> None:
-        client = _limited(_Client(), download_rate=MIN_BURST)
-        client.storage.add_file("/f", b"y" * CHUNK_SIZE * 3)
-        client.login()
-        client.send("TYPE I")
-        proto, transport = client.open_data()
-        client.send("RETR f")
-        self.assertEqual(len(transport.value()), CHUNK_SIZE)  # one chunk, then paused for its time
-        client.reactor.advance(CHUNK_SIZE / MIN_BURST - 0.1)
-        self.assertEqual(len(transport.value()), CHUNK_SIZE)
-        for _ in range(200):
-            client.reactor.advance(0.1)
-        self.assertEqual(len(transport.value()), CHUNK_SIZE * 3)
-        proto.connectionLost(Failure_done())
-        client.pump()
-        self.assertEqual(client.replies()[-1][:4], "226 ")
