@@ -183,8 +183,11 @@ class Pacer:
         return max(MIN_READ, min(MAX_READ, self._limiter.rate // 10))
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        if not streaming:  # a pull producer is asked for each write: nothing to pause
+            self._consumer.registerProducer(producer, False)
+            return
         self._producer = producer
-        self._consumer.registerProducer(self, True) if streaming else self._consumer.registerProducer(producer, False)
+        self._consumer.registerProducer(self, True)
 
     def unregisterProducer(self) -> None:
         self._cancel()
@@ -505,12 +508,20 @@ class SessionLimits:
         if tracker is not None:
             tracker.invalidate()
 
-    async def describe(self, storage: IStorage) -> list[str]:
-        """Lines that show the user's usage and limits (SITE QUOTA)."""
+    async def describe(self, storage: IStorage, usage_shown: bool = True) -> list[str]:
+        """
+        Lines that show the user's usage and limits (SITE QUOTA).
+
+        @param usage_shown: whether to show what the root holds (not to a
+            user who may not list it, such as an upload-only drop box).
+        """
         limits, tracker = self.limits, self.quota
-        usage = await tracker.usage(storage) if tracker is not None else None
+        usage = await tracker.usage(storage) if tracker is not None and usage_shown else None
         lines = [f"Limits of {self.username}:"]
-        if usage is not None:
+        if tracker is not None and usage is None:
+            lines.append(f"Bytes: at most {_of(limits.quota_bytes)}")
+            lines.append(f"Files: at most {_of(limits.quota_files)}")
+        elif usage is not None:
             lines.append(f"Bytes used: {usage.bytes} of {_of(limits.quota_bytes)}")
             lines.append(f"Files used: {usage.files} of {_of(limits.quota_files)}")
         else:
@@ -615,7 +626,7 @@ class Limits:
             del self._sessions[name]
             self._limiters.pop((name, True), None)
             self._limiters.pop((name, False), None)
-        if not any(True for _ in self._sessions):
+        if not self._sessions:  # usage is computed again from the storage by the next session
             self._trackers.clear()
 
     def _limiter(self, username: str, upload: bool, rate: int) -> RateLimiter:

@@ -873,6 +873,8 @@ class FTPProtocol(LineReceiver):
                     connection.tcp.bufferSize = transfer.pacer.read_size  # an even pace, not 256 KiB bursts
                 clean = await closed
                 if isinstance(target, UploadGuard) and target.error is not None:
+                    _log.info("Upload of {path} by {user} refused: {why}", path=description,
+                              user=self.session.username if self.session else None, why=target.error.message)
                     raise target.error  # 552: past the largest file size or the quota; aborted below
                 # A client that dies closes both connections at once: let the
                 # control connection's loss be noticed before committing, so
@@ -1658,7 +1660,9 @@ async def _site(proto: FTPProtocol, argument: str) -> None:
         await proto.call(_metadata(proto, "SITE CHMOD").set_permissions, proto.resolve(name), mode)
         proto.reply(Reply.COMMAND_OK, "SITE CHMOD command ok.")
     elif sub == "QUOTA":
-        lines = await proto.limits.describe(proto.fs) if proto.limits is not None else ["No limits."]
+        assert proto.limits is not None and proto.session is not None
+        letters = proto.session.permissions
+        lines = await proto.limits.describe(proto.fs, usage_shown=letters is None or "l" in letters)
         proto.reply(Reply.COMMAND_OK, [*lines, "End."])
     else:
         raise CommandSyntaxError(f"Unknown SITE command {sub}.")

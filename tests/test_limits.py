@@ -356,6 +356,14 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(client.send("DELE six")[0][:4], "250 ")
         self.assertIn(" Bytes used: 4 of 10", client.send("SITE QUOTA"))
 
+    def test_site_quota_hides_usage_from_a_drop_box(self) -> None:
+        client = _limited(_Client(), quota_bytes=10)
+        client.storage.add_file("/secret", b"123")
+        client.login("dropbox", "pw")  # permissions "ew": may not learn what exists
+        quota = client.send("SITE QUOTA")
+        self.assertIn(" Bytes: at most 10", quota)
+        self.assertFalse([line for line in quota if "used" in line], quota)
+
     def test_site_quota_without_limits(self) -> None:
         client = _Client()
         client.login()
