@@ -381,3 +381,24 @@ def test_webhook_json_sets_the_limits(webhook_limited: FTPServer) -> None:
         assert code(refused.value) == expected, (user, refused.value)
         refused_client.close()
     assert "quota_bytes: expected a whole number" in server.log()
+
+
+# Server-wide defaults
+
+
+def test_global_max_file_size_and_rate_from_the_command_line(
+    start_server: Callable[..., FTPServer], tmp_path: Path
+) -> None:
+    server = start_server("--auth", "memory:dana:dana-pw", "--max-file-size", "1000", "--download-rate", str(RATE),
+                          root=tmp_path)  # fmt: skip
+    (tmp_path / "big.bin").write_bytes(os.urandom(4 * MiB))
+    client = server.login("dana", "dana-pw")
+    try:
+        assert _refused_upload(client, "STOR over.bin", b"o" * 1001) == 552
+        client.storbinary("STOR fits.bin", io.BytesIO(b"f" * 1000))
+        rate = _rate(lambda: client.retrbinary("RETR big.bin", lambda _: None), 4 * MiB)
+    finally:
+        client.quit()
+    assert not (tmp_path / "over.bin").exists() and (tmp_path / "fits.bin").stat().st_size == 1000
+    assert rate <= 1.1 * RATE, rate / MiB
+    server.stop()
