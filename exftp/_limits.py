@@ -16,10 +16,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IProducer, IPushProducer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._errors import FileNotFound, FTPError, LoginFailed
@@ -277,29 +278,34 @@ class QuotaTracker:
         stored = self._usage.bytes if self._usage is not None else 0
         return quota_bytes - stored - (self.pending - own)
 
-    async def usage(self, storage: IStorage) -> Usage:
-        """The root's usage, computed from C{storage} (the user's view) when not cached."""
-        fresh = self._usage is not None and self._clock.seconds() - self._computed_at < USAGE_TTL
-        if fresh:
-            assert self._usage is not None
-            return self._usage
-        if self._computing is not None:  # one walk at a time: the others wait for it
-            waiter: Deferred[Usage] = Deferred()
+    def usage(self, storage: IStorage) -> Deferred[Usage]:
+        """
+        The root's usage, computed from C{storage} (the user's view) when
+        not cached. One walk at a time: sessions that ask meanwhile wait for
+        it, and one that goes away (its Deferred cancelled) stops nobody else's.
+        """
+        if self._usage is not None and self._clock.seconds() - self._computed_at < USAGE_TTL:
+            return succeed(self._usage)
+        waiter: Deferred[Usage] = Deferred()
+        if self._computing is None:
+            self._computing = [waiter]
+            walk = Deferred.fromCoroutine(walk_usage(storage, self._clock))
+            walk.addBoth(self._walked)
+        else:
             self._computing.append(waiter)
-            return await waiter
-        self._computing = []
-        try:
-            usage = await walk_usage(storage, self._clock)
-        except BaseException as error:
-            waiting, self._computing = self._computing, None
-            for waiter in waiting:
-                waiter.errback(error)
-            raise
-        self._usage, self._computed_at = usage, self._clock.seconds()
-        waiting, self._computing = self._computing, None
+        return waiter
+
+    def _walked(self, result: Usage | Failure) -> None:
+        waiting, self._computing = self._computing or [], None
+        if isinstance(result, Usage):
+            self._usage, self._computed_at = result, self._clock.seconds()
         for waiter in waiting:
-            waiter.callback(usage)
-        return usage
+            if waiter.called:  # cancelled by its session meanwhile
+                continue
+            if isinstance(result, Usage):
+                waiter.callback(result)
+            else:
+                waiter.errback(result)
 
     def add(self, size: int, files: int) -> None:
         """Count a committed change of this node's (bytes may be negative)."""

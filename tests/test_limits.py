@@ -12,7 +12,7 @@ from typing import Any
 
 from test_protocol import _Client, _close
 from twisted.internet import error
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -25,6 +25,7 @@ from exftp._interfaces import IWriteFile
 from exftp._limits import (
     BURST_SECONDS,
     MIN_BURST,
+    USAGE_TTL,
     WALK_SLICE,
     Limits,
     Pacer,
@@ -224,7 +225,7 @@ class GuardTests(SynchronousTestCase):
         clock = Clock()
         storage = MemoryStorage(clock)
         tracker = QuotaTracker(clock)
-        self.successResultOf(Deferred.fromCoroutine(tracker.usage(storage)))
+        self.successResultOf(tracker.usage(storage))
         one = UploadGuard(_Sink(), start=0, kept=0, existing=None, max_size=None, quota=tracker, quota_bytes=10)
         two = UploadGuard(_Sink(), start=0, kept=0, existing=None, max_size=None, quota=tracker, quota_bytes=10)
         one.write(b"123456")
@@ -236,7 +237,7 @@ class GuardTests(SynchronousTestCase):
         self.assertEqual(tracker.pending, 6)
         self.successResultOf(one.finish())
         self.assertEqual(tracker.pending, 0)
-        usage = self.successResultOf(Deferred.fromCoroutine(tracker.usage(storage)))
+        usage = self.successResultOf(tracker.usage(storage))
         self.assertEqual((usage.bytes, usage.files), (6, 1))
 
     def test_overwrite_counts_only_the_growth(self) -> None:
@@ -250,6 +251,22 @@ class GuardTests(SynchronousTestCase):
 
 
 class UsageTests(SynchronousTestCase):
+    def test_one_walk_for_all_and_a_cancelled_waiter_stops_nobody(self) -> None:
+        clock = Clock()
+        storage = MemoryStorage(clock)
+        for index in range(WALK_SLICE + 1):  # long enough to wait for the reactor once
+            storage.add_file(f"/f{index}", b"x")
+        tracker = QuotaTracker(clock)
+        gone, waiting = tracker.usage(storage), tracker.usage(storage)
+        gone.cancel()
+        self.failureResultOf(gone).trap(CancelledError)
+        clock.advance(0)
+        usage = self.successResultOf(waiting)
+        self.assertEqual(usage.files, WALK_SLICE + 1)
+        self.assertIs(self.successResultOf(tracker.usage(storage)), usage)  # cached
+        clock.advance(USAGE_TTL)
+        self.assertNoResult(tracker.usage(storage))  # computed again once it is old
+
     def test_walk_counts_files_in_every_directory(self) -> None:
         clock = Clock()
         storage = MemoryStorage(clock)
