@@ -16,7 +16,8 @@ from twisted.logger import Logger
 from ._defender import Defender
 from ._errors import DataConnectionFailed
 from ._events import EventObserver, FTPEvent
-from ._interfaces import IAuthenticator, IStorageFactory
+from ._interfaces import IAuthenticator, IStorageFactory, UserLimits
+from ._limits import Limits
 from ._protocol import FTPProtocol
 from ._proxy import IPNetwork
 from ._tls import TLSPolicy, TLSSettings
@@ -72,6 +73,10 @@ class FTPFactory(ServerFactory):
     @param login_failure_delay: seconds after PASS before a failed login is
         answered (slows password guessing).
     @param max_login_failures: failed logins after which the connection is closed.
+    @param default_limits: the limits of users whose own (L{Session.limits})
+        leave a number unlimited (e.g. C{--max-file-size}).
+    @param limits: the per-user registry (sessions, rates, quotas), to share
+        it with another protocol's factory; a new one by default.
     """
 
     protocol = FTPProtocol  # type: ignore[assignment]
@@ -104,6 +109,8 @@ class FTPFactory(ServerFactory):
         login_failure_delay: float = 1.0,
         max_login_failures: int = 3,
         trusted_proxies: Iterable[IPNetwork] = (),
+        default_limits: UserLimits | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -135,6 +142,8 @@ class FTPFactory(ServerFactory):
         self.login_timeout = login_timeout
         self.stalled_timeout = stalled_timeout
         self.defender = Defender() if defender is _DEFAULT else defender
+        #: Per-user limits: sessions per user, shared rates, quotas.
+        self.limits = limits if limits is not None else Limits(reactor, default_limits)
         self.sessions: set[FTPProtocol] = set()
         self._passive_per_address: Counter[str] = Counter()
         self._per_address: Counter[str] = Counter()

@@ -63,6 +63,7 @@ from ._interfaces import (
     Session,
     WriteMode,
 )
+from ._limits import Pacer, SessionLimits, TooManySessions, UploadGuard
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, format_reply_lines, format_reply_opening, quote_path
@@ -125,6 +126,8 @@ class _Transfer:
         self.aborted = False
         self.stalled = False
         self.bytes = 0
+        #: What paces this transfer to the user's rate, if anything.
+        self.pacer: Pacer | None = None
 
     def count(self, size: int) -> None:
         """Note that C{size} more bytes moved."""
@@ -220,6 +223,10 @@ class FTPProtocol(LineReceiver):
         #: Whether data connections are TLS (PROT P).
         self.protect_data = False
         self.peer_host: str | None = None
+        #: The logged-in user's limits (L{exftp._limits}), counted until the connection ends.
+        self.limits: SessionLimits | None = None
+        #: The size the client announced with ALLO for its next upload.
+        self.allocation: int | None = None
         self._channel: DataChannel | None = None
         self._transfer: _Transfer | None = None
         self._busy = False
@@ -299,6 +306,8 @@ class FTPProtocol(LineReceiver):
         if self.session is not None:
             self.emit(Action.LOGOUT, True, Reply.CLOSING_CONTROL_CONNECTION)
         self.factory.release(self)
+        if self.limits is not None:
+            self.limits.release()
         self._queue.clear()
         self._drained = None  # the running command that waits for it is cancelled below
         if self._yielding is not None and self._yielding.active():
@@ -746,17 +755,22 @@ class FTPProtocol(LineReceiver):
             self._last_activity = self.factory.reactor.seconds()  # idle from the end of the transfer
 
     def _watch(self, transfer: _Transfer) -> LoopingCall | None:
-        """Abort C{transfer} when no byte moves for C{stalled_timeout} seconds."""
+        """
+        Abort C{transfer} when no byte moves for C{stalled_timeout} seconds,
+        not counting the time it is held back for the user's rate.
+        """
         timeout = self.factory.stalled_timeout
         if not timeout:
             return None
-        seen = [0]
+        seen, held = 0, False
 
         def check() -> None:
-            if transfer.bytes == seen[0]:
+            nonlocal seen, held
+            was_held, held = held, transfer.pacer is not None and transfer.pacer.pacing
+            if transfer.bytes == seen and not held and not was_held:
                 _log.info("Transfer for {peer} stalled; aborting it", peer=self.peer_host)
                 transfer.abort(stalled=True)
-            seen[0] = transfer.bytes
+            seen = transfer.bytes
 
         watchdog = LoopingCall(check)
         watchdog.clock = self.factory.reactor
@@ -810,11 +824,15 @@ class FTPProtocol(LineReceiver):
             async with self._transferring(channel, opening, action, description) as transfer:
                 connection = await self._connect(channel)
                 connection.sending()
-                if self.binary and IFileDescriptorSource.providedBy(source) and connection.can_send_file():
+                paced = self.limits is not None and self.limits.rate(upload=False) is not None
+                sendable = self.binary and IFileDescriptorSource.providedBy(source) and connection.can_send_file()
+                if sendable and not paced:  # sendfile bypasses the producer that pacing pauses
                     file_source: Any = source
                     send = connection.send_file(file_source.fileno(), file_source.offset, transfer.count)
                 else:
                     consumer: IConsumer = CountingConsumer(connection.tcp, transfer.count)
+                    transfer.pacer = self.limits.pacer(consumer, upload=False) if self.limits is not None else None
+                    consumer = transfer.pacer or consumer
                     if not self.binary:
                         consumer = AsciiSendingConsumer(consumer)
                     send = source.send(consumer)
@@ -855,7 +873,16 @@ class FTPProtocol(LineReceiver):
             opening = opening or f"Opening {mode} mode data connection for {description}."
             async with self._transferring(channel, opening, Action.UPLOAD, description) as transfer:
                 connection = await self._connect(channel)
-                clean = await connection.receive(CountingConsumer(upload, transfer.count))
+                sink: IConsumer = CountingConsumer(upload, transfer.count)
+                transfer.pacer = self.limits.pacer(sink, upload=True) if self.limits is not None else None
+                closed = connection.receive(transfer.pacer or sink)
+                if transfer.pacer is not None:
+                    connection.tcp.bufferSize = transfer.pacer.read_size  # an even pace, not 256 KiB bursts
+                clean = await closed
+                if isinstance(target, UploadGuard) and target.error is not None:
+                    _log.info("Upload of {path} by {user} refused: {why}", path=description,
+                              user=self.session.username if self.session else None, why=target.error.message)
+                    raise target.error  # 552: past the largest file size or the quota; aborted below
                 # A client that dies closes both connections at once: let the
                 # control connection's loss be noticed before committing, so
                 # a killed client's partial upload is not taken as complete.
@@ -937,8 +964,12 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
         session: Session = await maybeDeferred(authenticator.login, username, argument)
         checked = True
         storage: IStorage = await maybeDeferred(proto.factory.storage_factory.storage_for, session)
+        proto.limits = factory.limits.admit(session, proto.peer_host)  # allow_from: 530; max_sessions: 421
     except CancelledError:
         raise
+    except TooManySessions as error:
+        await _too_many_sessions(proto, error, started)
+        return
     except Exception as error:
         if not checked and isinstance(error, FTPError) and not error.client_fault:
             await _login_unavailable(proto, username, error, started)
@@ -1257,9 +1288,25 @@ async def _stru(proto: FTPProtocol, argument: str) -> None:
     proto.reply(Reply.COMMAND_OK, _single_letter(argument, "F", "RP", "Structure"))
 
 
+_ROOT = VirtualPath.root()
+
+
 @command("ALLO")
 async def _allo(proto: FTPProtocol, argument: str) -> None:
-    proto.reply(Reply.COMMAND_SUPERFLUOUS, "ALLO not needed.")
+    """
+    ALLO <size> [R <size>]: the size of the next upload, which is then
+    refused at once (552) when it cannot fit the user's limits; storage
+    needs no reservation otherwise (202).
+    """
+    words = argument.split()
+    size = int(words[0]) if words and words[0].isascii() and words[0].isdigit() else None
+    proto.allocation = size
+    limits = proto.limits
+    # Checked as a new file: the upload's own check then knows which file it replaces.
+    if size is None or limits is None or not await limits.guard(proto.fs, _ROOT, WriteMode.TRUNCATE, 0, size):
+        proto.reply(Reply.COMMAND_SUPERFLUOUS, "ALLO not needed.")
+        return
+    proto.reply(Reply.COMMAND_OK, f"ALLO {size} bytes fits.")
 
 
 @command("REST")
@@ -1424,6 +1471,8 @@ async def _dele(proto: FTPProtocol, argument: str) -> None:
     path = proto.resolve(argument)
     async with proto.acting(Action.DELETE, Reply.FILE_ACTION_OK, path):
         await proto.call(proto.fs.remove_file, path)
+    if proto.limits is not None:
+        proto.limits.changed()
     proto.reply(Reply.FILE_ACTION_OK, "Delete operation successful.")
 
 
@@ -1598,7 +1647,7 @@ async def _mfmt(proto: FTPProtocol, argument: str) -> None:
     proto.reply(Reply.FILE_STATUS, f"Modify={stamp}; {name}")
 
 
-_SITE_HELP = ["SITE commands:", " CHMOD <mode> <path>", " HELP", "End."]
+_SITE_HELP = ["SITE commands:", " CHMOD <mode> <path>", " HELP", " QUOTA", "End."]
 
 
 @command("SITE")
@@ -1617,6 +1666,11 @@ async def _site(proto: FTPProtocol, argument: str) -> None:
             raise CommandSyntaxError("SITE CHMOD needs an octal mode and a path.")
         await proto.call(_metadata(proto, "SITE CHMOD").set_permissions, proto.resolve(name), mode)
         proto.reply(Reply.COMMAND_OK, "SITE CHMOD command ok.")
+    elif sub == "QUOTA":
+        assert proto.limits is not None and proto.session is not None
+        letters = proto.session.permissions
+        lines = await proto.limits.describe(proto.fs, usage_shown=letters is None or "l" in letters)
+        proto.reply(Reply.COMMAND_OK, [*lines, "End."])
     else:
         raise CommandSyntaxError(f"Unknown SITE command {sub}.")
 
@@ -1696,8 +1750,7 @@ async def _stou(proto: FTPProtocol, argument: str) -> None:
     else:
         raise StorageUnavailable("Could not find a unique name.")
     proto.state.restart_offset = 0
-    target: IWriteFile = await proto.call(proto.fs.open_write, path, WriteMode.TRUNCATE, 0)
-    await proto.transfer_in(target, str(path), opening=f"FILE: {path.name}")
+    await _upload(proto, path, WriteMode.TRUNCATE, 0, opening=f"FILE: {path.name}")
 
 
 async def _check_restart(proto: FTPProtocol, path: VirtualPath, offset: int, upload: bool) -> None:
@@ -1741,8 +1794,17 @@ async def _store(proto: FTPProtocol, argument: str, mode: WriteMode) -> None:
         await _check_restart(proto, path, offset, upload=True)
         if mode is WriteMode.TRUNCATE:
             mode = WriteMode.OFFSET
+    await _upload(proto, path, mode, offset)
+
+
+async def _upload(
+    proto: FTPProtocol, path: VirtualPath, mode: WriteMode, offset: int, opening: str | None = None
+) -> None:
+    """Open C{path} for writing and receive it, within the user's largest file size and quota (552)."""
+    allocation, proto.allocation = proto.allocation, None
+    plan = None if proto.limits is None else await proto.limits.guard(proto.fs, path, mode, offset, allocation)
     target: IWriteFile = await proto.call(proto.fs.open_write, path, mode, offset)
-    await proto.transfer_in(target, str(path))
+    await proto.transfer_in(target if plan is None else plan.wrap(target), str(path), opening)
 
 
 @command("STOR")
@@ -1753,6 +1815,14 @@ async def _stor(proto: FTPProtocol, argument: str) -> None:
 @command("APPE")
 async def _appe(proto: FTPProtocol, argument: str) -> None:
     await _store(proto, argument, WriteMode.APPEND)
+
+
+async def _too_many_sessions(proto: FTPProtocol, error: TooManySessions, started: float) -> None:
+    """The user has all the sessions allowed: 421 after the usual delay, then close (not a failed login)."""
+    proto.state.username = None
+    await _after_login_delay(proto, started)
+    proto.reply(error.reply, f"{error.message} Closing control connection.")
+    proto._close_control()
 
 
 @command("ABOR")

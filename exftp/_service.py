@@ -22,7 +22,7 @@ from ._events import Action, FTPEvent
 from ._factory import FTPFactory
 from ._hooks import HookQueue, WebhookHook
 from ._httpclient import redacted
-from ._interfaces import IAuthenticator, IStorageFactory
+from ._interfaces import IAuthenticator, IStorageFactory, UserLimits
 from ._proxy import IPNetwork, server_endpoint
 from ._tls import TLSPolicy, TLSSettings
 from ._xferlog import TransferLog
@@ -73,6 +73,9 @@ class Config:
     @ivar hooks: callables given every event (C{--hook}).
     @ivar webhooks: URLs every event is POSTed to (C{--webhook}).
     @ivar hook_events: the actions hooks and webhooks get, or C{None} for all.
+    @ivar max_file_size: the largest upload, in bytes, of users whose own
+        limits set none (0: any size); likewise C{upload_rate} and
+        C{download_rate}, in bytes per second for all of a user's sessions.
     """
 
     authenticator: IAuthenticator
@@ -90,6 +93,9 @@ class Config:
     max_sessions: int = 1000
     max_sessions_per_ip: int = 50
     max_passive_listeners: int = 1000
+    max_file_size: int = 0
+    upload_rate: int = 0
+    download_rate: int = 0
     max_passive_listeners_per_ip: int = 20
     ban_threshold: int = 20
     ban_window: float = 600.0
@@ -275,6 +281,11 @@ def _factory(
         max_passive_listeners=config.max_passive_listeners,
         max_passive_listeners_per_ip=config.max_passive_listeners_per_ip,
         trusted_proxies=config.trusted_proxies,
+        default_limits=UserLimits(
+            max_file_size=config.max_file_size or None,
+            upload_rate=config.upload_rate or None,
+            download_rate=config.download_rate or None,
+        ),
         tls=tls,
         tls_policy=TLSPolicy(
             require_tls=config.require_tls,

@@ -303,6 +303,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["stalled-timeout", None, 300.0, "Seconds without data moving before a transfer is aborted (0: never).", float],
         ["max-sessions", None, 1000, "Control connections allowed at once.", int],
         ["max-sessions-per-ip", None, 50, "Control connections allowed at once from one address.", int],
+        ["max-file-size", None, 0, "Largest upload in bytes for users whose own limits set none (0: any).", int],
+        ["upload-rate", None, 0, "Bytes per second of each user's uploads, all its sessions together, for "
+         "users whose own limits set none (0: unlimited).", int],
+        ["download-rate", None, 0, "The same for downloads (0: unlimited).", int],
         ["max-passive-listeners", None, 1000, "Passive data ports open at once.", int],
         ["max-passive-listeners-per-ip", None, 20, "Passive data ports open at once for one address.", int],
         ["ban-threshold", None, 20, "Failed logins from one address within --ban-window that ban it (0: off).", int],

@@ -31,7 +31,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from treq.client import HTTPClient
@@ -46,7 +46,8 @@ from zope.interface import implementer
 
 from .._errors import AuthenticationUnavailable, FTPError, InvalidPath, LoginFailed
 from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, read_body, redacted
-from .._interfaces import IAuthenticator, Session
+from .._interfaces import IAuthenticator, Session, UserLimits
+from .._limits import parse_limits
 from .._paths import VirtualPath
 from .._startup import probe_url
 from ..storage._readonly import check_permissions
@@ -488,12 +489,14 @@ class WebhookSettings:
     @ivar read_only: whether the user may only read.
     @ivar permissions: pyftpdlib-style permission letters, or C{None} for all.
     @ivar document: the whole JSON object, for custom storage factories.
+    @ivar limits: the user's quotas, rates and other limits (unlimited by default).
     """
 
     root: VirtualPath | None = None
     read_only: bool = False
     permissions: frozenset[str] | None = None
     document: Mapping[str, Any] | None = None
+    limits: UserLimits = field(default_factory=UserLimits)
 
 
 def _is_json(content_types: list[str]) -> bool:
@@ -510,8 +513,11 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
     Only an answer with C{Content-Type: application/json} (or
     C{application/*+json}) carries settings; any other is plain success.
     The JSON must be an object; its members C{root} (string), C{read_only}
-    (boolean) and C{permissions} (a string of pyftpdlib's letters
-    C{elradfmwMT}) are used, any may be absent or null, and
+    (boolean), C{permissions} (a string of pyftpdlib's letters
+    C{elradfmwMT}) and the limits of the users file (C{quota_bytes},
+    C{quota_files}, C{upload_rate}, C{download_rate}, C{max_sessions},
+    C{max_file_size}: whole numbers, 0 for unlimited; C{allow_from}: a list
+    of networks) are used, any may be absent or null, and
     other members are ignored (but kept in L{WebhookSettings.document}).
     A C{root} is resolved like a client path, so C{..} cannot leave the
     storage.
@@ -544,7 +550,7 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
             permissions = check_permissions(letters)
         except ValueError as error:
             raise ValueError(f'"permissions": {error}') from None
-    return WebhookSettings(path, bool(read_only), permissions, document)
+    return WebhookSettings(path, bool(read_only), permissions, document, parse_limits(document))
 
 
 def parse_root(root: str) -> VirtualPath | None:
@@ -574,9 +580,9 @@ class WebhookAuthenticator(_HTTPAuthenticator):
     Beyond ex_ftp, a JSON answer to the login may set the user's settings
     (see L{parse_webhook_settings}), for example::
 
-        {"root": "/alice", "read_only": true}
+        {"root": "/alice", "read_only": true, "quota_bytes": 1000000000}
 
-    The session then gets C{root}, C{read_only}, and the whole object in
+    The session then gets C{root}, C{read_only}, its limits, and the whole object in
     C{Session.attributes["webhook"]}. An answer that declares JSON but is
     not valid, or has members of the wrong type, fails the login with
     L{AuthenticationUnavailable} (421, a server problem) and is logged.
@@ -612,6 +618,7 @@ class WebhookAuthenticator(_HTTPAuthenticator):
             read_only=settings.read_only,
             permissions=settings.permissions,
             attributes=attributes,
+            limits=settings.limits,
         )
 
 

@@ -38,8 +38,8 @@ from zope.interface import implementer
 
 from .._errors import LoginFailed
 from .._interfaces import IAuthenticator, Session, UserLimits
+from .._limits import LIMIT_KEYS, parse_limits, value_kind
 from .._paths import VirtualPath
-from .._proxy import parse_networks
 from ..storage._readonly import check_permissions
 from ._http import parse_root
 
@@ -58,8 +58,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INSTALL = "pip install 'exftp[users]'"
 
 _TOP_KEYS = ("fallthrough", "users")
-_NUMBERS = ("quota_bytes", "quota_files", "upload_rate", "download_rate", "max_sessions", "max_file_size")
-_KEYS = ("password", "root", "permissions", "read_only", "disabled", "allow_from", *_NUMBERS)
+_KEYS = ("password", "root", "permissions", "read_only", "disabled", *LIMIT_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,35 +222,11 @@ def _unknown(keys: Any, known: tuple[str, ...], where: str) -> None:
             raise ValueError(f"{where}: unknown key {key!r}{hint}")
 
 
-def _type(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "text", list: "a list", dict: "a table"}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _flag(table: Mapping[str, Any], key: str, where: str) -> bool:
     value = table.get(key, False)
     if not isinstance(value, bool):
-        raise ValueError(f"{where}.{key}: expected true or false, not {_type(value)}")
+        raise ValueError(f"{where}.{key}: expected true or false, not {value_kind(value)}")
     return value
-
-
-def _limits(table: Mapping[str, Any], where: str) -> UserLimits:
-    numbers: dict[str, int | None] = {}
-    for key in _NUMBERS:
-        value = table.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            shown = value if isinstance(value, int | float) else _type(value)
-            raise ValueError(f"{where}.{key}: expected a whole number >= 0 (0: unlimited), not {shown}")
-        numbers[key] = value or None
-    texts = table.get("allow_from", [])
-    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-        raise ValueError(f'{where}.allow_from: expected a list of networks such as ["192.0.2.0/24"]')
-    try:
-        networks = parse_networks(texts)
-    except ValueError as error:
-        raise ValueError(f"{where}.allow_from: {error}") from None
-    return UserLimits(**numbers, allow_from=networks)
 
 
 def _entry(name: str, table: object) -> UserEntry:
@@ -260,11 +235,11 @@ def _entry(name: str, table: object) -> UserEntry:
     if not name or _CONTROL.search(name):
         raise ValueError(f"{where!r}: a user name must be non-empty, without control characters")
     if not isinstance(table, dict):
-        raise ValueError(f"{where}: expected a table ([users.{name}]), not {_type(table)}")
+        raise ValueError(f"{where}: expected a table ([users.{name}]), not {value_kind(table)}")
     _unknown(table, _KEYS, where)
     password = table.get("password")
     if not isinstance(password, str):
-        missing = "is missing" if password is None else f"must be text, not {_type(password)}"
+        missing = "is missing" if password is None else f"must be text, not {value_kind(password)}"
         raise ValueError(f"{where}.password {missing} (set it with: exftp-users passwd FILE {name})")
     try:
         check_hash(password, name)
@@ -272,9 +247,9 @@ def _entry(name: str, table: object) -> UserEntry:
         raise ValueError(f"{where}.password: {error}") from None
     root, letters = table.get("root"), table.get("permissions")
     if root is not None and not isinstance(root, str):
-        raise ValueError(f"{where}.root: expected text such as \"/{name}\", not {_type(root)}")
+        raise ValueError(f"{where}.root: expected text such as \"/{name}\", not {value_kind(root)}")
     if letters is not None and not isinstance(letters, str):
-        raise ValueError(f'{where}.permissions: expected letters such as "elr", not {_type(letters)}')
+        raise ValueError(f'{where}.permissions: expected letters such as "elr", not {value_kind(letters)}')
     try:
         path = None if root is None else parse_root(root)
         permissions = None if letters is None else check_permissions(letters)
@@ -286,7 +261,7 @@ def _entry(name: str, table: object) -> UserEntry:
         root=path,
         read_only=_flag(table, "read_only", where),
         permissions=permissions,
-        limits=_limits(table, where),
+        limits=parse_limits(table, f"{where}."),
         disabled=_flag(table, "disabled", where),
     )
 
@@ -300,10 +275,10 @@ def parse_users(document: Mapping[str, Any]) -> UsersFile:
     _unknown(document, _TOP_KEYS, "the file")
     fallthrough = document.get("fallthrough", False)
     if not isinstance(fallthrough, bool):
-        raise ValueError(f"fallthrough: expected true or false, not {_type(fallthrough)}")
+        raise ValueError(f"fallthrough: expected true or false, not {value_kind(fallthrough)}")
     tables = document.get("users", {})
     if not isinstance(tables, dict):
-        raise ValueError(f"users: expected tables such as [users.alice], not {_type(tables)}")
+        raise ValueError(f"users: expected tables such as [users.alice], not {value_kind(tables)}")
     users = {name: _entry(name, table) for name, table in tables.items()}
     return UsersFile(users, fallthrough, _typical_hash(users))
 
