@@ -14,8 +14,11 @@ from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 _T = TypeVar("_T")
+_log = Logger(namespace="exftp")
 
 
 def start(coroutine: Coroutine[Any, Any, _T]) -> Deferred[_T] | None:
@@ -72,3 +75,23 @@ class _Resume:
 
     def close(self) -> None:
         self._coroutine.close()
+
+
+def shielded(work: Deferred[None], what: str) -> Deferred[None]:
+    """
+    Follow C{work}, clean-up that must run to its end: cancelling the
+    returned Deferred stops the waiting (it fires with C{None}), not the
+    work, whose failure is then logged here.
+    """
+    follower: Deferred[None] = Deferred(lambda waiting: waiting.callback(None))
+
+    def deliver(result: Failure | None) -> None:
+        if isinstance(result, Failure) and not follower.called:
+            follower.errback(result)
+        elif not follower.called:
+            follower.callback(None)
+        elif isinstance(result, Failure):
+            _log.failure("{what} failed", result, what=what)
+
+    work.addBoth(deliver)
+    return follower

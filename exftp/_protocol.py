@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from . import _listing
 from ._commands import Command, format_host_port, parse_command, parse_eprt, parse_host_port, parse_list_argument
-from ._coroutines import start
+from ._coroutines import shielded, start
 from ._datachannel import (
     ActiveChannel,
     AsciiReceivingFile,
@@ -893,8 +893,12 @@ class FTPProtocol(LineReceiver):
                 committed = True
         finally:
             if not committed:
+                # The teardown that cancels this transfer must not cancel its clean-up too.
+                aborting = shielded(maybeDeferred(upload.abort), f"Aborting upload of {description}")
                 try:
-                    await upload.abort()
+                    await aborting
+                except CancelledError:
+                    pass  # the session is gone; the abort runs on, and a failure is logged
                 except Exception:
                     _log.failure("Aborting upload of {path} failed", path=description)
         self._transferred(Action.UPLOAD, description, transfer)

@@ -1077,3 +1077,50 @@ class PagedListingTests(SynchronousTestCase):
         client, _fetched = self._client([["a"]], fail_first=True)
         client.passive()
         self.assertEqual([r[:4] for r in client.send("LIST big")], ["550 "])
+
+
+class _SlowAbort:
+    """An upload whose abort takes time: it ends when the test says so."""
+
+    def __init__(self, upload: Any) -> None:
+        self._upload = upload
+        self.cancelled = False
+        self.aborting: Deferred[None] = Deferred(lambda _: setattr(self, "cancelled", True))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._upload, name)
+
+    def abort(self) -> Deferred[None]:
+        return self.aborting
+
+
+class CleanupTests(SynchronousTestCase):
+    def test_teardown_does_not_cancel_an_uploads_abort(self) -> None:
+        """
+        The client drops both connections mid-upload: the session's teardown
+        cancels the STOR while it awaits its upload's abort. The abort runs
+        on to its end, and no failure is logged (it was logged as critical).
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        client = _Client()
+        client.login()
+        uploads: list[_SlowAbort] = []
+        open_write = client.storage.open_write
+
+        def slow(*args: Any) -> Deferred[Any]:
+            return open_write(*args).addCallback(lambda upload: uploads.append(_SlowAbort(upload)) or uploads[-1])
+
+        client.storage.open_write = slow  # type: ignore[method-assign]
+        data, _transport = client.connect(client.passive())
+        assert client.send("STOR f.bin")[0].startswith("150")
+        data.dataReceived(b"partial")
+        data.connectionLost(Failure(internet_error.ConnectionLost()))  # the data connection broke
+        client.pump()
+        client.proto.connectionLost(Failure(internet_error.ConnectionLost()))  # and the control one
+        client.pump()
+        [upload] = uploads
+        self.assertFalse(upload.cancelled)
+        upload.aborting.callback(None)
+        client.pump()
+        self.assertTrue(client.proto.closed.called)
+        self.assertEqual([e for e in observer if e["log_level"].name in ("critical", "error")], [])

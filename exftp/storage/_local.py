@@ -46,6 +46,7 @@ from .._cleanup import (
     default_node,
     judge,
 )
+from .._coroutines import shielded
 from .._errors import (
     AlreadyExists,
     CommandSyntaxError,
@@ -184,26 +185,6 @@ def _settled(
             follower.errback(result)
         else:
             follower.callback(result)
-
-    work.addBoth(deliver)
-    return follower
-
-
-def _shielded(work: Deferred[None], what: str) -> Deferred[None]:
-    """
-    Follow C{work}, clean-up that must run to its end: cancelling the
-    returned Deferred stops the waiting (it fires with C{None}), not the
-    work, whose failure is then logged here.
-    """
-    follower: Deferred[None] = Deferred(lambda waiting: waiting.callback(None))
-
-    def deliver(result: Failure | None) -> None:
-        if isinstance(result, Failure) and not follower.called:
-            follower.errback(result)
-        elif not follower.called:
-            follower.callback(None)
-        elif isinstance(result, Failure):
-            _log.failure("{what} failed", result, what=what)
 
     work.addBoth(deliver)
     return follower
@@ -550,7 +531,7 @@ class _FileWriter:
     def abort(self) -> Deferred[None]:
         # The teardown that asks for an abort may cancel its own wait: the
         # temporary file is removed all the same.
-        return _shielded(Deferred.fromCoroutine(self._abort()), f"Discarding the upload to {self._target}")
+        return shielded(Deferred.fromCoroutine(self._abort()), f"Discarding the upload to {self._target}")
 
     async def _abort(self) -> None:
         if self._closed:

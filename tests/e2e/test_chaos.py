@@ -68,11 +68,9 @@ MiB = 1024 * 1024
 
 #: Server bugs found by this test on main (issue 16), each xfailing only the variant that meets it.
 RESET_MID_UPLOAD = (
-    "(1) an upload whose data connection is reset (RST) mid-way is now and then answered 226 and "
+    "an upload whose data connection is reset (RST) mid-way is now and then answered 226 and "
     "committed, truncated: the data channel sees the reset as a clean end (no 'Data connection "
-    "broke' line); (2) when the control connection is reset at the same moment, connectionLost "
-    "cancels the running STOR while transfer_in awaits upload.abort() in its finally, and the "
-    "CancelledError is logged as '[exftp#critical] Aborting upload of ... failed' with a traceback"
+    "broke' line); cause not found yet"
 )
 #: The S3 faults that can lose the answer to a request S3 carried out.
 LOSING_ANSWERS = ["S3 stalls", "S3 resets", "S3 is gone"]
