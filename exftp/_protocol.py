@@ -61,6 +61,7 @@ from ._interfaces import (
     Session,
     WriteMode,
 )
+from ._login import CLOSING, log_in
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, quote_path
@@ -716,98 +717,23 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     _require_tls(proto)
     username = proto.state.username
     assert username is not None
-    factory = proto.factory
-    banned = factory.ban_refusal(proto.peer_host)
-    if banned is not None:
-        # Sessions opened before the ban stop guessing too; nobody is asked.
-        proto.state.username = None
-        _log.info("Refused login of {user!r} from banned {peer}", user=username, peer=proto.peer_host)
-        proto.reply(Reply.SERVICE_NOT_AVAILABLE, banned)
+    authenticator = proto.factory.authenticator
+    try:
+        session, storage = await log_in(
+            proto.factory, proto, username, lambda: authenticator.login(username, argument),
+            on_failure=lambda: proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN),
+        )
+    except CLOSING as refusal:
+        proto.reply(refusal.reply, refusal.message)
         proto._close_control()
         return
-    authenticator = factory.authenticator
-    started = factory.reactor.seconds()
-    checked = False  # whether the authenticator gave its verdict
-    try:
-        if not await maybeDeferred(authenticator.valid_user, username):
-            raise LoginFailed()
-        session: Session = await maybeDeferred(authenticator.login, username, argument)
-        checked = True
-        storage: IStorage = await maybeDeferred(proto.factory.storage_factory.storage_for, session)
-    except CancelledError:
-        raise
-    except Exception as error:
-        if not checked and isinstance(error, FTPError) and not error.client_fault:
-            await _login_unavailable(proto, username, error, started)
-            return
-        await _login_failed(proto, username, error, started)
-        return
+    finally:
+        proto.state.username = None
     proto.session, proto.storage = session, storage
-    proto.state.username = None
     proto.state.logged_in = True
     proto.emit(Action.LOGIN, True, Reply.USER_LOGGED_IN)
     proto.cwd = VirtualPath.root()
-    _log.info("Login of {user!r} from {peer}", user=session.username, peer=proto.peer_host)
     proto.reply(Reply.USER_LOGGED_IN, "Login successful.")
-
-
-async def _after_login_delay(proto: FTPProtocol, started: float) -> None:
-    """
-    Wait until C{login_failure_delay} after PASS, however quick the check
-    was, so that timing tells nothing about which users exist.
-    """
-    factory = proto.factory
-    remaining = started + factory.login_failure_delay - factory.reactor.seconds()
-    if remaining > 0:
-        await deferLater(factory.reactor, remaining)
-
-
-async def _login_unavailable(proto: FTPProtocol, username: str, error: FTPError, started: float) -> None:
-    """
-    The authenticator could not check the login (a server-side L{FTPError}
-    such as L{AuthenticationUnavailable<exftp.AuthenticationUnavailable>}: its
-    service is down): a server problem, logged as such, answered 421 (RFC 959:
-    service not available, closing the control connection; the client may
-    retry later) and never counted as a failed login or toward a ban, so
-    that an outage bans nobody.
-    """
-    proto.state.username = None
-    cause = error.__cause__
-    why = f"{error.message} ({type(cause).__name__}: {cause})" if cause is not None else error.message
-    _log.error("Login of {user!r} from {peer} could not be checked: {why}", user=username,
-               peer=proto.peer_host, why=why)
-    await _after_login_delay(proto, started)
-    proto.reply(Reply.SERVICE_NOT_AVAILABLE, "Service not available: the authentication service did not "
-                "answer; closing control connection, try again later.")
-    proto._close_control()
-
-
-async def _login_failed(proto: FTPProtocol, username: str, error: Exception, started: float) -> None:
-    """
-    A refused login, or one that failed unexpectedly or after the
-    authenticator's verdict (the user's storage): counted, answered 530.
-    """
-    factory = proto.factory
-    proto.login_failures += 1
-    proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN)
-    proto.state.username = None
-    banned = factory.login_failed(proto.peer_host)
-    _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
-              peer=proto.peer_host, count=proto.login_failures)
-    if not isinstance(error, FTPError):
-        _log.failure("Login error", Failure(error))
-    elif not error.client_fault:
-        _log.warn("Login of {user!r} could not be completed: {why}", user=username, why=error.message)
-    await _after_login_delay(proto, started)
-    if banned is not None:
-        proto.reply(Reply.SERVICE_NOT_AVAILABLE, banned)
-        proto._close_control()
-        return
-    if proto.login_failures >= factory.max_login_failures:
-        proto.reply(Reply.NOT_LOGGED_IN, "Login incorrect; too many failures, closing connection.")
-        proto._close_control()
-        return
-    raise LoginFailed() from None
 
 
 @command("ACCT")
