@@ -186,3 +186,36 @@ async def _failed(
     if attempts.login_failures >= policy.max_login_failures:
         raise TooManyFailures()
     raise LoginFailed()
+
+
+async def still_valid(authenticator: IAuthenticator, session: Session, peer: str | None) -> bool | None:
+    """
+    Re-validate C{session} (before a command that may reveal or change data).
+
+    When the authenticator cannot say for now (a server-side L{FTPError}
+    such as L{AuthenticationUnavailable}: its service is down), the session
+    goes on and the problem is logged: an outage of the auth service must
+    not end every running session. A refusal still ends the session once the
+    service answers again.
+
+    @return: C{True} to go on; C{False} when the session is no longer
+        valid; C{None} when re-validation failed unexpectedly (logged), which
+        also ends the session.
+    """
+    try:
+        valid = await maybeDeferred(authenticator.authenticated, session)
+    except CancelledError:
+        raise
+    except FTPError as error:
+        if not error.client_fault:
+            _log.error("Could not re-validate {user!r} from {peer}, the session goes on: {why}",
+                       user=session.username, peer=peer, why=error.message)
+            return True
+        valid = False
+    except Exception:
+        _log.failure("Re-validation of {user!r} failed", user=session.username)
+        valid = None
+    if valid:
+        return True
+    _log.info("Session of {user!r} from {peer} ended: no longer valid", user=session.username, peer=peer)
+    return None if valid is None else False

@@ -61,7 +61,7 @@ from ._interfaces import (
     Session,
     WriteMode,
 )
-from ._login import CLOSING, log_in
+from ._login import CLOSING, log_in, still_valid
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, quote_path
@@ -345,35 +345,18 @@ class FTPProtocol(LineReceiver):
 
     async def _still_valid(self) -> bool:
         """
-        Ask the authenticator whether the session is still valid; when it is
-        not (or fails unexpectedly), reply 421 and close.
-
-        When the authenticator cannot say for now (a server-side L{FTPError}
-        such as L{AuthenticationUnavailable<exftp.AuthenticationUnavailable>}:
-        its service is down), the session goes on and the problem is logged:
-        an outage of the auth service must not end every running session. A
-        refusal still ends the session once the service answers again.
+        Ask the authenticator whether the session is still valid (see
+        L{exftp._login.still_valid}); when it is not, reply 421 and close.
         """
         session = self.session
         assert session is not None
-        text = "Session is no longer valid; closing control connection."
-        try:
-            valid = await maybeDeferred(self.factory.authenticator.authenticated, session)
-        except CancelledError:
-            raise
-        except FTPError as error:
-            if not error.client_fault:
-                _log.error("Could not re-validate {user!r} from {peer}, the session goes on: {why}",
-                           user=session.username, peer=self.peer_host, why=error.message)
-                return True
-            valid = False
-        except Exception:
-            _log.failure("Re-validation of {user!r} failed", user=session.username)
-            valid, text = False, "Authentication service unavailable; closing control connection."
+        valid = await still_valid(self.factory.authenticator, session, self.peer_host)
         if valid:
             return True
-        _log.info("Session of {user!r} from {peer} ended: no longer valid", user=session.username,
-                  peer=self.peer_host)
+        if valid is None:
+            text = "Authentication service unavailable; closing control connection."
+        else:
+            text = "Session is no longer valid; closing control connection."
         self.reply(Reply.SERVICE_NOT_AVAILABLE, text)
         self._close_control()
         return False

@@ -263,6 +263,8 @@ _EXTRA_SETTINGS = {
     "hook": Setting("hooks", "texts"),
     "webhook": Setting("webhooks", "texts"),
     "trusted_proxy": Setting("trusted_proxies", "texts"),
+    "sftp": Setting("sftp_ports", "texts"),
+    "host_key": Setting("host_key_files", "texts"),
 }
 
 #: Command-line options that override other configuration settings than their own (or none).
@@ -332,6 +334,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "than this many seconds (0: only this node's).", float],
         ["hook-timeout", None, 10.0, "Seconds one webhook post may take; at shutdown, waiting events get as long.",
          float],
+        ["state-dir", None, None, "Directory for state kept across restarts (the generated SSH host key). "
+         "Default: $STATE_DIRECTORY, else $XDG_STATE_HOME/exftp, else ~/.local/state/exftp."],
     ]
     optFlags = [
         ["allow-foreign-addresses", None, "Allow PORT/EPRT to other hosts and low ports (FXP; unsafe)."],
@@ -351,6 +355,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["hooks"] = []
         self["webhooks"] = []
         self["trusted_proxies"] = []
+        self["sftp_ports"] = []
+        self["host_key_files"] = []
         self._command_line_auth_options: set[str] = set()
 
     # The configuration file
@@ -392,6 +398,20 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["ports"].append(spec)
 
     opt_p = opt_port
+
+    def opt_sftp(self, spec: str) -> None:
+        """
+        Serve SFTP on this Twisted endpoint (repeatable), e.g. tcp:2222 or
+        haproxy:tcp:2222; beside the FTP ports, or instead of them when no --port is given.
+        """
+        self["sftp_ports"].append(spec)
+
+    def opt_host_key(self, path: str) -> None:
+        """
+        SSH host key file (repeatable: Ed25519, ECDSA, RSA; unencrypted). Default: an Ed25519
+        key generated once into --state-dir.
+        """
+        self["host_key_files"].append(path)
 
     def opt_auth(self, spec: str) -> None:  # type: ignore[override]
         """
@@ -473,7 +493,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--users {self['users']}: {error}") from None
             self["authenticator"] = self["users_authenticator"]
         self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
-        if not self["ports"]:
+        if not self["ports"] and not self["sftp_ports"]:
             self["ports"] = [DEFAULT_PORT]
         try:
             self["trusted_networks"] = parse_networks(self["trusted_proxies"])
@@ -481,7 +501,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(f"--trusted-proxy: {error}") from None
         for description in self["ports"]:
             check_endpoint(description, trusted_proxies=self["trusted_networks"])
-        if self["trusted_networks"] and not any(d.startswith(PREFIX) for d in self["ports"]):
+        self._check_sftp()
+        if self["trusted_networks"] and not any(d.startswith(PREFIX) for d in self["ports"] + self["sftp_ports"]):
             raise usage.UsageError("--trusted-proxy is for haproxy: ports, e.g. --port haproxy:tcp:2121")
         if self["passive-address"] not in (None, CONNECTED):
             check_ipv4(self["passive-address"])
@@ -503,6 +524,25 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["cleanup"]:
             node = getattr(self["storage_factory"], "node", None) or self["node"] or default_node()
             clean_up_now(self["storage_factory"], node, self["cleanup-age"] or None)
+
+    def _check_sftp(self) -> None:
+        """Check the SFTP endpoints and load (or generate) the host keys."""
+        self["ssh_host_keys"] = []
+        if not self["sftp_ports"]:
+            if self["host_key_files"]:
+                raise usage.UsageError("--host-key is for SFTP: add --sftp tcp:2222")
+            return
+        try:
+            from .sftp import default_state_dir, host_keys
+        except ImportError as error:
+            raise usage.UsageError(f"--sftp needs Twisted Conch: pip install 'exftp[sftp]' ({error})") from None
+        for description in self["sftp_ports"]:
+            check_endpoint(description, "--sftp", self["trusted_networks"])
+        state_dir = self["state-dir"] or default_state_dir(self.environ)
+        try:
+            self["ssh_host_keys"], self["ssh_host_key_generated"] = host_keys(self["host_key_files"], state_dir)
+        except ValueError as error:
+            raise usage.UsageError(f"--host-key: {error}") from None
 
     def _check_operations(self) -> None:
         """Check the hooks, the transfer log, the metrics endpoint and the log format."""
@@ -757,6 +797,7 @@ def makeService(options: Options) -> service.MultiService:
         _ListeningService(
             with_backlog(description), factory, reactor, trusted_proxies=options["trusted_networks"]
         ).setServiceParent(top)
+    _sftp_services(options, factory, reactor, top)
     if metrics is not None:
         metrics.bind(factory)
         site = Site(metrics.resource())
@@ -765,3 +806,20 @@ def makeService(options: Options) -> service.MultiService:
             options["metrics"], site, reactor, "exftp metrics at http://{host}:{port}/metrics"
         ).setServiceParent(top)
     return top
+
+
+def _sftp_services(options: Options, factory: FTPFactory, reactor: Any, top: service.MultiService) -> None:
+    """Listen for SFTP on the --sftp endpoints, with the FTP server's policy; log the host keys."""
+    if not options["sftp_ports"]:
+        return
+    from .sftp import SFTPFactory, fingerprint
+
+    sftp = SFTPFactory(factory, options["ssh_host_keys"])
+    for key in options["ssh_host_keys"]:
+        reactor.callWhenRunning(_log.info, "SSH host key{new}: {fingerprint}", fingerprint=fingerprint(key),
+                                new=" (generated now)" if options.get("ssh_host_key_generated") else "")
+    for description in options["sftp_ports"]:
+        _ListeningService(
+            with_backlog(description), sftp, reactor, "exftp SFTP listening on {host}:{port}",
+            trusted_proxies=options["trusted_networks"],
+        ).setServiceParent(top)
