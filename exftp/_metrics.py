@@ -85,6 +85,10 @@ class TimedAuthenticator(_Proxy):
     def authenticated(self, session: Session) -> Deferred[bool]:
         return self._call("authenticated", session)
 
+    def authorized_keys(self, username: str) -> Deferred[Any]:
+        """Timed too; offered only when the wrapped authenticator knows public keys (see L{_Proxy})."""
+        return self._call("authorized_keys", username)
+
 
 @implementer(IStorage)
 class TimedStorage(_Proxy):

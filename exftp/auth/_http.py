@@ -47,6 +47,7 @@ from zope.interface import implementer
 from .._errors import AuthenticationUnavailable, FTPError, InvalidPath, LoginFailed
 from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, read_body, redacted
 from .._interfaces import IAuthenticator, Session
+from .._login import IPublicKeyAuthenticator
 from .._paths import VirtualPath
 from ..storage._readonly import check_permissions
 from ._digest import DigestChallenge, authorization, choose_digest
@@ -479,12 +480,15 @@ class WebhookSettings:
     @ivar read_only: whether the user may only read.
     @ivar permissions: pyftpdlib-style permission letters, or C{None} for all.
     @ivar document: the whole JSON object, for custom storage factories.
+    @ivar authorized_keys: public keys (C{authorized_keys} lines) that may
+        log the user in over SFTP.
     """
 
     root: VirtualPath | None = None
     read_only: bool = False
     permissions: frozenset[str] | None = None
     document: Mapping[str, Any] | None = None
+    authorized_keys: tuple[str, ...] = ()
 
 
 def _is_json(content_types: list[str]) -> bool:
@@ -502,7 +506,8 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
     C{application/*+json}) carries settings; any other is plain success.
     The JSON must be an object; its members C{root} (string), C{read_only}
     (boolean) and C{permissions} (a string of pyftpdlib's letters
-    C{elradfmwMT}) are used, any may be absent or null, and
+    C{elradfmwMT}) and C{authorized_keys} (a list of public key lines, for
+    SFTP) are used, any may be absent or null, and
     other members are ignored (but kept in L{WebhookSettings.document}).
     A C{root} is resolved like a client path, so C{..} cannot leave the
     storage.
@@ -535,7 +540,10 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
             permissions = check_permissions(letters)
         except ValueError as error:
             raise ValueError(f'"permissions": {error}') from None
-    return WebhookSettings(path, bool(read_only), permissions, document)
+    keys = document.get("authorized_keys")
+    if keys is not None and (not isinstance(keys, list) or not all(isinstance(key, str) for key in keys)):
+        raise ValueError(f'"authorized_keys" must be a list of strings, not {type(keys).__name__}')
+    return WebhookSettings(path, bool(read_only), permissions, document, tuple(keys or ()))
 
 
 def parse_root(root: str) -> VirtualPath | None:
@@ -552,7 +560,11 @@ def parse_root(root: str) -> VirtualPath | None:
     return None if path.is_root else path
 
 
-@implementer(IAuthenticator)
+#: The secret of a public-key lookup: no C{password_hash} is sent (a password login always sends one).
+_KEY_LOOKUP = ""
+
+
+@implementer(IAuthenticator, IPublicKeyAuthenticator)
 class WebhookAuthenticator(_HTTPAuthenticator):
     """
     ex_ftp's webhook: C{login_method} to C{login_url} with the query
@@ -571,6 +583,11 @@ class WebhookAuthenticator(_HTTPAuthenticator):
     C{Session.attributes["webhook"]}. An answer that declares JSON but is
     not valid, or has members of the wrong type, fails the login with
     L{AuthenticationUnavailable} (421, a server problem) and is logged.
+
+    For an SFTP public-key login the webhook is called with C{username}
+    only (no C{password_hash}); its HTTP 200 JSON answer lists the user's
+    C{authorized_keys}, and the SSH server checks the client's key and
+    signature against them. Such an answer is never a password success.
     """
 
     kind = "webhook"
@@ -585,9 +602,25 @@ class WebhookAuthenticator(_HTTPAuthenticator):
         return _Credential(username, digest)
 
     async def _check(self, url: str, method: str, credential: _Credential) -> _Answer:
-        params = {"username": credential.username, "password_hash": credential.secret}
+        params = {"username": credential.username}
+        if credential.secret != _KEY_LOOKUP:
+            params["password_hash"] = credential.secret
         answer = await self._request(method, url, {}, params)
         return self._accept(answer, url, credential.username)
+
+    def authorized_keys(self, username: str) -> Deferred[tuple[Session, Sequence[str]]]:
+        """Ask the webhook for the user's session and public keys (no C{password_hash} sent)."""
+        return self._deadline(self._authorized_keys(username), "public-key lookup", username)
+
+    async def _authorized_keys(self, username: str) -> tuple[Session, Sequence[str]]:
+        started = self.reactor.seconds()
+        credential = _Credential(username, _KEY_LOOKUP)
+        answer = await self._check(self.login_url, self.login_method, credential)
+        session = self._session(credential, answer, _Validation(self, credential, started))
+        keys = session.attributes.get("authorized_keys", ())
+        if not keys:
+            raise LoginFailed()
+        return session, keys
 
     def _session(self, credential: _Credential, answer: _Answer, state: _Validation) -> Session:
         try:
@@ -597,6 +630,8 @@ class WebhookAuthenticator(_HTTPAuthenticator):
         attributes: dict[str, Any] = {SESSION_KEY: state}
         if settings.document is not None:
             attributes["webhook"] = settings.document
+        if settings.authorized_keys:
+            attributes["authorized_keys"] = settings.authorized_keys
         return Session(
             credential.username,
             root=settings.root,

@@ -298,6 +298,8 @@ class _WriteFile:
         if self.writer is not None:
             await self.writer.target.abort()
             self.server.transferred(Action.UPLOAD, self.path, self.writer.written, self.started, False)
+        _log.info("Upload of {path} by {user} discarded: the connection ended before the file was closed",
+                  path=str(self.path), user=self.server.context.session.username)
 
     def abort(self) -> Deferred[None]:
         """The connection is gone before CLOSE: discard the upload."""
