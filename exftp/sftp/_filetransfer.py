@@ -588,6 +588,23 @@ class FileTransfer(FileTransferServer):  # type: ignore[misc]
         self.openDirs: dict[bytes, Any] = {}
         avatar.transfers.add(self)
 
+    def packet_WRITE(self, data: bytes) -> None:
+        """
+        Conch's WRITE, tolerating bytes after the data as OpenSSH's server
+        does (rclone's SFTP library sends the last write of a file in a
+        packet padded to the full size).
+        """
+        request_id = data[:4]
+        handle, rest = getNS(data[4:])
+        (offset,) = struct.unpack("!Q", rest[:8])
+        chunk = getNS(rest[8:])[0]
+        if handle not in self.openFiles:
+            self._sendStatus(request_id, FX_FAILURE, b"No such handle.")
+            return
+        writing = maybeDeferred(self.openFiles[handle].writeChunk, offset, chunk)
+        writing.addCallback(self._cbStatus, request_id, b"write succeeded")
+        writing.addErrback(self._ebStatus, request_id, b"write failed")
+
     def packet_EXTENDED(self, data: bytes) -> None:
         request_id = data[:4]
         name, rest = getNS(data[4:])
@@ -618,3 +635,4 @@ class FileTransfer(FileTransferServer):  # type: ignore[misc]
             self.avatar.pending.append(aborting)
         self.avatar.transfers.discard(self)
         FileTransferServer.connectionLost(self, reason)
+
