@@ -213,6 +213,10 @@ class Metrics:
             "exftp_operations", "Deletes, renames, mkdirs and rmdirs, by action and result.", ["action", "result"],
             registry=where,
         )
+        self.events = Counter(
+            "exftp_events", "Session events, by protocol (ftp, ftps, sftp), action and result.",
+            ["protocol", "action", "result"], registry=where,
+        )
         self.error_replies = Counter(
             "exftp_error_replies", "Error replies (4xx, 5xx) sent, by code.", ["code"], registry=where
         )
@@ -228,6 +232,7 @@ class Metrics:
 
     def __call__(self, event: FTPEvent) -> None:
         result = "ok" if event.ok else "failed"
+        self.events.labels(protocol=event.protocol, action=event.action.value, result=result).inc()
         if event.action in (Action.LOGIN, Action.LOGIN_FAILED):
             self.logins.labels(result=result).inc()
         elif event.action in _DIRECTIONS:

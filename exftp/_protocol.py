@@ -490,6 +490,7 @@ class FTPProtocol(LineReceiver):
                 username=self.session.username if self.session else self.state.username,
                 peer=self.peer_host,
                 time=self.factory.reactor.seconds(),
+                protocol="ftps" if self.secure else "ftp",
                 **details,
             )
         )

@@ -10,11 +10,12 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import AUTH, DEADLINE, PASSWORD, USER, FTPServer
+from conftest import AUTH, DEADLINE, PASSWORD, USER, FTPServer, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sftp") is None or shutil.which("sshpass") is None, reason="needs openssh-client and sshpass"
@@ -261,5 +262,30 @@ def test_host_key_is_generated_once_and_kept(tmp_path: Path) -> None:
         result = subprocess.run(command, input="ls\n", capture_output=True, text=True, timeout=DEADLINE * 2,
                                 check=False)
         assert result.returncode == 0, result.stderr
+    finally:
+        server.stop()
+
+
+def test_events_carry_the_protocol(tmp_path: Path) -> None:
+    xferlog = tmp_path / "xferlog"
+    server = start(tmp_path, "--auth", AUTH, *FAST, "--xferlog", str(xferlog),
+                   "--metrics", "tcp:0:interface=127.0.0.1")
+    try:
+        metrics = server.server.wait_for_log(r"exftp metrics at (?P<url>http://\S+/metrics)")["url"]
+        (tmp_path / "e.txt").write_text("event")
+        result = sftp_batch(server.port, ["put e.txt", "get e.txt back.txt"], tmp_path)
+        assert result.returncode == 0, result.stderr
+
+        def logged() -> bool:
+            return xferlog.exists() and len(xferlog.read_text().splitlines()) == 2
+
+        wait_until(logged, "two xferlog lines")
+        for line in xferlog.read_text().splitlines():
+            fields = line.split()
+            assert fields[-4] == "sftp" and fields[-1] == "c", line
+        with urllib.request.urlopen(metrics, timeout=DEADLINE) as answer:
+            text = answer.read().decode()
+        assert 'exftp_events_total{action="upload",protocol="sftp",result="ok"} 1.0' in text
+        assert 'exftp_events_total{action="login",protocol="sftp",result="ok"} 1.0' in text
     finally:
         server.stop()
