@@ -8,6 +8,9 @@ Clock and the memory storage.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -412,3 +415,31 @@ class CheckerTests(SynchronousTestCase):
         self.clock.advance(1.0)
         self.failureResultOf(refused, UnauthorizedLogin)
         self.assertEqual(self.connection.login_failures, 1)
+
+
+class ReadmeTests(SynchronousTestCase):
+    """The README's SFTP section: its users file parses, its keys are keys, its options exist."""
+
+    def section(self) -> str:
+        text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+        start = text.index("\n### SFTP\n")
+        return text[start:text.index("\n### ", start + 1)]
+
+    def test_users_file_example(self) -> None:
+        [toml] = re.findall(r"```toml\n(.*?)```", self.section(), re.S)
+        users = parse_users(tomllib.loads(toml))
+        for line in users.users["alice"].authorized_keys:
+            self.assertTrue(Key.fromString(line.encode().rsplit(b" ", 1)[0]).isPublic())
+
+    def test_options_exist(self) -> None:
+        from exftp._tap import Options
+
+        names = set(re.findall(r"`--([a-z-]+)", self.section()))
+        self.assertLessEqual({"sftp", "host-key", "state-dir"}, names)
+        known = {name for name, *_ in Options.optParameters + Options.optFlags}
+        known |= {name[4:].replace("_", "-") for name in dir(Options) if name.startswith("opt_")}
+        self.assertLessEqual(names, known)
+        options = Options(environ={})
+        options.parseOptions(["--storage", "memory", "--sftp", "tcp:0", "--state-dir", self.mktemp()])
+        self.assertEqual(options["ports"], [])  # SFTP only
+        self.assertEqual(len(options["ssh_host_keys"]), 1)
