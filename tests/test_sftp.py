@@ -443,3 +443,18 @@ class ReadmeTests(SynchronousTestCase):
         options.parseOptions(["--storage", "memory", "--sftp", "tcp:0", "--state-dir", self.mktemp()])
         self.assertEqual(options["ports"], [])  # SFTP only
         self.assertEqual(len(options["ssh_host_keys"]), 1)
+
+
+class TooManyFailuresTests(SynchronousTestCase):
+    def test_the_last_attempt_disconnects(self) -> None:
+        clock = Clock()
+        factory = FTPFactory(MemoryAuthenticator({"alice": "secret"}), MemoryStorageFactory(), reactor=clock,
+                             login_failure_delay=0.5, max_login_failures=2, defender=None)
+        connection = _Connection()
+        checker = Checker(factory, connection)  # type: ignore[arg-type]
+        for _ in range(2):
+            refused = checker.requestAvatarId(UsernamePassword(b"alice", b"wrong"))
+            clock.advance(0.5)
+            self.failureResultOf(refused)
+        self.assertEqual([code for code, _ in connection.disconnected], [14])
+        self.assertIn("too many failures", connection.disconnected[0][1])

@@ -49,7 +49,7 @@ from .._errors import (
     PermissionDenied,
 )
 from .._events import Action
-from .._interfaces import FileInfo, FileKind, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
+from .._interfaces import FileInfo, FileKind, IReadFile, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
 from .._paths import VirtualPath
 from ..storage._readonly import refusal
 from ._quiet import QUIET
@@ -163,7 +163,9 @@ class _ReadFile:
         self.server = server
         self.path = path
         self.started = server.context.seconds()
-        self.reader = ReadAhead(lambda offset: server.context.storage.open_read(path, offset))
+        self.reader = ReadAhead(
+            lambda offset: maybeDeferred(server.context.storage.open_read, path, offset).addCallback(
+                server.limited_download))
         self.closed = False
 
     def readChunk(self, offset: int, length: int) -> Deferred[bytes]:
@@ -225,6 +227,7 @@ class _WriteFile:
         if mode is WriteMode.OFFSET and offset == 0:
             mode = WriteMode.TRUNCATE
         target: IWriteFile = await maybeDeferred(self.server.context.storage.open_write, self.path, mode, offset)
+        target = self.server.limited_upload(target)
         self.writer = OrderedWriter(target, 0 if mode is WriteMode.APPEND else offset)
         return self.writer
 
@@ -364,6 +367,21 @@ class SFTPServer:
             self.context.emit(action, False, int(error.reply), path=str(path), destination=target)
             raise
         self.context.emit(action, True, 250, path=str(path), destination=target)
+
+    # Per-user limits: the hook for the core
+
+    def limited_upload(self, target: IWriteFile) -> IWriteFile:
+        """
+        The upload as the user's limits allow it: the place where the core's
+        enforcement of C{Session.limits} (C{max_file_size}, quotas,
+        C{upload_rate}) will wrap it, for SFTP as for FTP. The core enforces
+        none of them yet, so C{target} is returned as it is.
+        """
+        return target
+
+    def limited_download(self, source: IReadFile) -> IReadFile:
+        """The download as the user's limits allow it (C{download_rate}): see L{limited_upload}."""
+        return source
 
     def transferred(self, action: Action, path: VirtualPath, size: int, started: float, ok: bool) -> None:
         """Log and emit the end of an upload or download."""
