@@ -243,6 +243,20 @@ class ServerTests(SynchronousTestCase):
         self.assertIn("offset 0 never arrived", message)
         self.refused(self.server.getAttrs(b"/gap", True), FX_NO_SUCH_FILE)
 
+    def test_resumed_upload_and_opens_without_writes(self) -> None:
+        self.upload(b"/res", b"0123456789")
+        handle = self.pump(self.server.openFile(b"/res", FXF_WRITE, {}))  # reput: no truncation
+        self.pump(handle.close())
+        self.assertEqual(self.download(b"/res"), b"0123456789")
+        handle = self.pump(self.server.openFile(b"/res", FXF_WRITE, {}))
+        self.pump(handle.writeChunk(10, b"abc"))
+        self.pump(handle.close())
+        self.assertEqual(self.download(b"/res"), b"0123456789abc")
+        handle = self.pump(self.server.openFile(b"/empty", FXF_WRITE | FXF_CREAT, {}))
+        self.pump(handle.close())
+        self.assertEqual(self.pump(self.server.getAttrs(b"/empty", True))["size"], 0)
+        self.refused(self.server.openFile(b"/absent", FXF_WRITE, {}), FX_NO_SUCH_FILE)
+
     def test_exclusive_create_of_an_existing_file(self) -> None:
         self.upload(b"/x", b"1")
         self.refused(self.server.openFile(b"/x", FXF_WRITE | FXF_CREAT | FXF_EXCL, {}), FX_FILE_ALREADY_EXISTS)

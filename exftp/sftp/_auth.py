@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.conch import error as conch_error
 from twisted.conch.interfaces import IConchUser
@@ -45,7 +45,7 @@ class LoggedIn:
     connection: Any
 
 
-class Connection(Attempts):
+class Connection(Attempts, Protocol):
     """What the checker needs of its SSH connection."""
 
     def disconnect(self, code: int, text: str) -> None:

@@ -34,7 +34,7 @@ from twisted.conch.ssh.filetransfer import (
     FileTransferServer,
     SFTPError,
 )
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -209,11 +209,12 @@ class _WriteFile:
     truncating), so that a resumed upload starts at the offset it names.
     """
 
-    def __init__(self, server: SFTPServer, path: VirtualPath, mode: WriteMode, create: bool) -> None:
+    def __init__(self, server: SFTPServer, path: VirtualPath, mode: WriteMode, existed: bool) -> None:
         self.server = server
         self.path = path
         self.mode = mode
-        self.create = create
+        self.existed = existed
+        self._opening = DeferredLock()
         self.started = server.context.seconds()
         self.writer: OrderedWriter | None = None
         self.failed = False
@@ -235,7 +236,7 @@ class _WriteFile:
         async def write() -> None:
             if self.done or self.failed:
                 raise SFTPError(FX_FAILURE, "The upload has failed or is closed.")
-            writer = self.writer or await self.open(offset)
+            writer = self.writer or await self._first_write(offset)
             # Appends ignore offsets, as POSIX O_APPEND.
             offset_in = writer.position if self.mode is WriteMode.APPEND else offset
             try:
@@ -245,6 +246,14 @@ class _WriteFile:
                 raise
 
         return _deferred("write", write())
+
+    async def _first_write(self, offset: int) -> OrderedWriter:
+        """Open the upload at the first write's offset (the writes behind it wait)."""
+        await self._opening.acquire()
+        try:
+            return self.writer or await self.open(offset)
+        finally:
+            self._opening.release()
 
     def readChunk(self, offset: int, length: int) -> None:
         raise SFTPError(FX_PERMISSION_DENIED, "File not open for reading.")
@@ -273,11 +282,10 @@ class _WriteFile:
             return
         self.done = True
         writer = self.writer
-        if writer is None and not self.failed:
-            writer = await self.open(0)
-        assert writer is not None or self.failed
         if writer is None:
-            return
+            if self.failed or self.existed:
+                return  # nothing written: an existing file keeps its content (a resumed upload already complete)
+            writer = await self.open(0)  # created empty
         gap = writer.gap()
         if self.failed or gap is not None:
             await writer.target.abort()
@@ -431,7 +439,7 @@ class SFTPServer:
                 raise SFTPError(FX_FILE_ALREADY_EXISTS, "File exists.")
             if not exists and not flags & FXF_CREAT:
                 raise SFTPError(FX_NO_SUCH_FILE, "No such file.")
-            upload = _WriteFile(self, path, mode, bool(flags & FXF_CREAT))
+            upload = _WriteFile(self, path, mode, exists)
             if mode is not WriteMode.OFFSET:
                 await upload.open(0)
             return upload
