@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.interfaces import ISFTPServer
+from twisted.conch.ssh.common import NS, getNS
 from twisted.conch.ssh.filetransfer import (
     FX_FAILURE,
     FX_FILE_ALREADY_EXISTS,
@@ -27,28 +29,38 @@ from twisted.conch.ssh.filetransfer import (
     FXF_READ,
     FXF_TRUNC,
     FXF_WRITE,
+    FXP_HANDLE,
+    FXP_INIT,
+    FXP_MKDIR,
+    FXP_OPEN,
+    FXP_OPENDIR,
+    FXP_STATUS,
+    FXP_WRITE,
     SFTPError,
 )
 from twisted.conch.ssh.keys import Key
 from twisted.cred.credentials import SSHPrivateKey, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from exftp import LoginFailed, Session, UserLimits
+from exftp import FileNotFound, LoginFailed, Session, UserLimits
 from exftp._defender import Defender
 from exftp._events import Action
 from exftp._factory import FTPFactory
 from exftp._interfaces import FileInfo, FileKind, IWriteFile
 from exftp._login import IPublicKeyAuthenticator
+from exftp._paths import VirtualPath
 from exftp.auth._http import parse_webhook_settings
 from exftp.auth._users import parse_users
 from exftp.sftp._auth import Checker
-from exftp.sftp._filetransfer import SFTPServer, long_name
+from exftp.sftp._filetransfer import MAX_HANDLES, FileTransfer, SFTPServer, long_name
 from exftp.sftp._streams import OrderedWriter
 from exftp.storage._memory import MemoryStorage, MemoryStorageFactory
 from exftp.testing import MemoryAuthenticator
@@ -472,3 +484,58 @@ class TooManyFailuresTests(SynchronousTestCase):
             self.failureResultOf(refused)
         self.assertEqual([code for code, _ in connection.disconnected], [14])
         self.assertIn("too many failures", connection.disconnected[0][1])
+
+
+class FramingTests(SynchronousTestCase):
+    """The SFTP protocol object: packet size bound, handle limit, padded writes, aborts on loss."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.context = _Context(MemoryStorage(self.clock), Session("alice"), self.clock)
+        self.context.transfers = set()  # type: ignore[attr-defined]
+        self.protocol = FileTransfer(avatar=self.context)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(_packet(FXP_INIT, struct.pack("!L", 3)))
+        self.transport.clear()
+
+    def replies(self) -> list[tuple[int, bytes]]:
+        data, found = self.transport.value(), []
+        while data:
+            (length,) = struct.unpack("!L", data[:4])
+            found.append((data[4], data[5:4 + length]))
+            data = data[4 + length:]
+        self.transport.clear()
+        return found
+
+    def test_an_oversized_packet_closes_the_session(self) -> None:
+        self.protocol.dataReceived(struct.pack("!LB", 10 * 1024 * 1024, FXP_WRITE) + b"x" * 1000)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.protocol.buf, b"")
+
+    def test_open_handles_are_limited(self) -> None:
+        self.protocol.dataReceived(_packet(FXP_MKDIR, b"\x00\x00\x00\x01" + NS(b"/d") + b"\x00" * 4))
+        for number in range(MAX_HANDLES + 1):
+            self.protocol.dataReceived(_packet(FXP_OPENDIR, struct.pack("!L", number + 2) + NS(b"/d")))
+        kinds = [kind for kind, _ in self.replies()]
+        self.assertEqual(kinds.count(FXP_HANDLE), MAX_HANDLES)
+        self.assertEqual(kinds[-1], FXP_STATUS)
+
+    def test_padded_write_and_abort_on_connection_loss(self) -> None:
+        request = struct.pack("!L", 7) + NS(b"/up") + struct.pack("!L", FXF_WRITE | FXF_CREAT | FXF_TRUNC)
+        self.protocol.dataReceived(_packet(FXP_OPEN, request + b"\x00" * 4))
+        [(kind, body)] = self.replies()
+        self.assertEqual(kind, FXP_HANDLE)
+        handle = getNS(body[4:])[0]
+        padded = struct.pack("!L", 8) + NS(handle) + struct.pack("!Q", 0) + NS(b"abc") + b"padding"
+        self.protocol.dataReceived(_packet(FXP_WRITE, padded))
+        [(kind, body)] = self.replies()
+        self.assertEqual((kind, struct.unpack("!L", body[4:8])[0]), (FXP_STATUS, 0))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.context.pending), 1)
+        # Discarded, not committed.
+        self.failureResultOf(maybeDeferred(self.context.storage.stat, VirtualPath.parse("/up")), FileNotFound)
+
+
+def _packet(kind: int, payload: bytes) -> bytes:
+    return struct.pack("!LB", len(payload) + 1, kind) + payload

@@ -62,6 +62,10 @@ _T = TypeVar("_T")
 #: The largest READ answered in full, and the largest WRITE (limits@openssh.com).
 MAX_READ = 256 * 1024
 MAX_WRITE = 256 * 1024
+#: The largest SFTP packet accepted (OpenSSH's own limit); a client announcing more is disconnected.
+MAX_PACKET = 256 * 1024 + 1024
+#: Files and directories one SFTP session may hold open at once (each may buffer a window).
+MAX_HANDLES = 32
 #: Permission letters (pyftpdlib's, as for FTP) and what they allow, for refusals.
 _LETTERS = {
     "r": "download", "w": "upload", "a": "append", "d": "delete", "f": "rename",
@@ -582,8 +586,8 @@ class SFTPServer:
         return None
 
     async def _limits(self) -> bytes:
-        # max packet length, max read, max write, max open handles (0: no fixed limit)
-        return struct.pack(">4Q", MAX_WRITE + 1024, MAX_READ, MAX_WRITE, 0)
+        # max packet length, max read, max write, max open handles
+        return struct.pack(">4Q", MAX_PACKET, MAX_READ, MAX_WRITE, MAX_HANDLES)
 
     async def _statvfs(self, path: VirtualPath) -> bytes:
         await maybeDeferred(self.context.storage.stat, path)
@@ -613,6 +617,34 @@ class FileTransfer(FileTransferServer):  # type: ignore[misc]
         self.openFiles: dict[bytes, Any] = {}
         self.openDirs: dict[bytes, Any] = {}
         avatar.transfers.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Conch's framing, with a bound: a packet that announces more than
+        L{MAX_PACKET} bytes ends the subsystem instead of being buffered.
+        """
+        FileTransferServer.dataReceived(self, data)
+        if len(self.buf) >= 4 and struct.unpack("!L", self.buf[:4])[0] > MAX_PACKET:
+            _log.warn("SFTP packet of {size} bytes from {user!r} refused; closing the session",
+                      size=struct.unpack("!L", self.buf[:4])[0], user=self.avatar.session.username)
+            self.buf = b""
+            transport: Any = self.transport
+            transport.loseConnection()
+
+    def _handles_left(self, request_id: bytes) -> bool:
+        """Whether another file or directory may be opened; else refuse the request."""
+        if len(self.openFiles) + len(self.openDirs) < MAX_HANDLES:
+            return True
+        self._sendStatus(request_id, FX_FAILURE, f"Too many open files (at most {MAX_HANDLES}).".encode())
+        return False
+
+    def packet_OPEN(self, data: bytes) -> None:
+        if self._handles_left(data[:4]):
+            FileTransferServer.packet_OPEN(self, data)
+
+    def packet_OPENDIR(self, data: bytes) -> None:
+        if self._handles_left(data[:4]):
+            FileTransferServer.packet_OPENDIR(self, data)
 
     def packet_WRITE(self, data: bytes) -> None:
         """
