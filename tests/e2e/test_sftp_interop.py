@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import threading
 import urllib.parse
@@ -63,7 +64,7 @@ def test_paramiko(file_server: SFTPServer) -> None:
         client.posix_rename("/p/a.bin", "/p/b.bin")
         assert client.listdir("/p") == ["b.bin"]
     finally:
-        client.close()
+        client.get_channel().get_transport().close()
 
 
 def test_interrupted_upload_leaves_nothing(file_server: SFTPServer) -> None:
@@ -233,3 +234,22 @@ def test_webhook_public_keys(tmp_path: Path) -> None:
     finally:
         server.stop()
         webhook.close()
+
+
+def test_per_address_limit_and_login_deadline(tmp_path: Path) -> None:
+    server = start(tmp_path, "--auth", AUTH, *FAST, "--max-sessions-per-ip", "1", "--login-timeout", "1")
+    try:
+        held = connect(server)
+        refused = sftp_batch(server.port, ["ls"], tmp_path)
+        assert refused.returncode != 0
+        server.server.wait_for_log(r"Refused SSH connection from 127\.0\.0\.1: Too many connections from your address")
+        held.get_channel().get_transport().close()
+        wait_until(lambda: sftp_batch(server.port, ["ls"], tmp_path).returncode == 0, "a session once the other left")
+        # A connection that never logs in is closed at the login deadline.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) as idle:
+            received = b""
+            while chunk := idle.recv(4096):
+                received += chunk
+        assert received.startswith(b"SSH-2.0-")
+    finally:
+        server.stop()
