@@ -539,3 +539,48 @@ class FramingTests(SynchronousTestCase):
 
 def _packet(kind: int, payload: bytes) -> bytes:
     return struct.pack("!LB", len(payload) + 1, kind) + payload
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *arguments: str) -> Any:
+        from exftp._tap import Options
+
+        options = Options(environ={})
+        options.parseOptions(["--storage", "memory", "--state-dir", self.state, *arguments])
+        return options
+
+    def setUp(self) -> None:
+        self.state = self.mktemp()
+
+    def refused(self, *arguments: str) -> str:
+        from twisted.python.usage import UsageError
+
+        with self.assertRaises(UsageError) as refused:
+            self.parse(*arguments)
+        return str(refused.exception)
+
+    def test_beside_ftp_and_generated_key_reused(self) -> None:
+        first = self.parse("--port", "tcp:0", "--sftp", "tcp:0", "--sftp", "tcp:0")
+        self.assertEqual((len(first["ports"]), len(first["sftp_ports"])), (1, 2))
+        self.assertTrue(first["ssh_host_key_generated"])
+        again = self.parse("--sftp", "tcp:0")
+        self.assertFalse(again["ssh_host_key_generated"])
+        self.assertEqual(again["ssh_host_keys"][0].public().blob(), first["ssh_host_keys"][0].public().blob())
+
+    def test_haproxy_needs_a_trusted_proxy(self) -> None:
+        self.assertIn("--sftp haproxy:tcp:0", self.refused("--sftp", "haproxy:tcp:0"))
+        options = self.parse("--sftp", "haproxy:tcp:0", "--trusted-proxy", "127.0.0.1")
+        self.assertEqual(options["sftp_ports"], ["haproxy:tcp:0"])
+
+    def test_bad_host_keys(self) -> None:
+        public = Path(self.mktemp())
+        public.write_bytes(_key().public().toString("openssh"))
+        self.assertIn("a public key", self.refused("--sftp", "tcp:0", "--host-key", str(public)))
+        self.assertIn("No such file", self.refused("--sftp", "tcp:0", "--host-key", "/nonexistent/key"))
+        self.assertIn("is for SFTP", self.refused("--host-key", str(public)))
+        private = Path(self.mktemp())
+        private.write_bytes(_key().toString("openssh"))
+        options = self.parse("--sftp", "tcp:0", "--host-key", str(private))
+        self.assertEqual(len(options["ssh_host_keys"]), 1)
+        self.assertIn("a second ssh-ed25519", self.refused("--sftp", "tcp:0", "--host-key", str(private),
+                                                           "--host-key", str(private)))
