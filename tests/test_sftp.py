@@ -146,6 +146,18 @@ class OrderedWriterTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(waiting))
 
 
+class _NoMetadata:
+    """A storage without L{IStorageMetadata}: the memory storage's other methods only."""
+
+    def __init__(self, storage: MemoryStorage) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("set_mtime", "set_permissions") or name.startswith("__"):
+            raise AttributeError(name)  # nor the memory storage's interface declarations
+        return getattr(self._storage, name)
+
+
 class _Context:
     def __init__(self, storage: Any, session: Session, clock: Clock) -> None:
         self.session = session
@@ -324,6 +336,16 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(attrs["permissions"] & 0o777, 0o600)
         self.refused(self.server.setAttrs(b"/f", {"uid": 0, "gid": 0}), FX_OP_UNSUPPORTED)
         self.refused(self.server.setAttrs(b"/f", {"size": 1}), FX_OP_UNSUPPORTED)
+
+    def test_storages_without_metadata(self) -> None:
+        self.upload(b"/f", b"data")
+        self.context.storage = _NoMetadata(self.storage)
+        self.refused(self.server.setAttrs(b"/f", {"atime": 1, "mtime": 1}), FX_OP_UNSUPPORTED)
+        self.refused(self.server.setAttrs(b"/f", {"permissions": 0o100600}), FX_OP_UNSUPPORTED)
+        self.pump(self.server.setAttrs(b"/f", {"permissions": 0o100644}))  # what every file shows: no change
+        handle = self.pump(self.server.openFile(b"/g", FXF_WRITE | FXF_CREAT | FXF_TRUNC, {}))
+        self.pump(handle.setAttrs({"permissions": 0o644}))  # scp after an upload
+        self.pump(handle.close())
 
     def test_a_session_no_longer_valid_is_refused(self) -> None:
         self.context.valid = False

@@ -538,7 +538,14 @@ class SFTPServer:
         await self.apply_attributes(path, attrs)
 
     async def check_attributes(self, attrs: dict[str, Any]) -> None:
-        """Refuse attributes that cannot be set, or that the user may not set."""
+        """
+        Refuse attributes that cannot be set, or that the user may not set.
+        On a storage that keeps no permissions, every file shows C{0644}:
+        "setting" that (as C{scp} does after an upload) changes nothing and
+        is accepted, and removed from C{attrs}.
+        """
+        if not IStorageMetadata.providedBy(self.context.storage) and attrs.get("permissions", 0) & 0o7777 == 0o644:
+            del attrs["permissions"]
         unsupported = sorted(set(attrs) - {"size", "permissions", "atime", "mtime"})
         if unsupported:
             raise SFTPError(FX_OP_UNSUPPORTED, f"Setting {', '.join(unsupported)} is not supported.")
@@ -553,7 +560,10 @@ class SFTPServer:
         """Set the permissions and modification time in C{attrs} (already checked)."""
         metadata: Any = self.context.storage
         if "permissions" in attrs:
-            await maybeDeferred(metadata.set_permissions, path, attrs["permissions"] & 0o7777)
+            wanted = attrs["permissions"] & 0o7777
+            current: FileInfo = await maybeDeferred(metadata.stat, path)
+            if current.permissions & 0o7777 != wanted:  # the same mode is no change (S3 shows 0644 always)
+                await maybeDeferred(metadata.set_permissions, path, wanted)
         if "mtime" in attrs:
             await maybeDeferred(metadata.set_mtime, path, float(attrs["mtime"]))
 

@@ -253,3 +253,26 @@ def test_per_address_limit_and_login_deadline(tmp_path: Path) -> None:
         assert received.startswith(b"SSH-2.0-")
     finally:
         server.stop()
+
+
+def test_s3_scp_and_attributes(s3_server: tuple[SFTPServer, Any, str], tmp_path: Path) -> None:
+    """scp sets the uploaded file's mode (0644, what S3 shows: no change); S3 keeps times, not modes."""
+    server, s3, bucket = s3_server
+    payload = os.urandom(100_001)
+    local = tmp_path / "scp.bin"
+    local.write_bytes(payload)
+    local.chmod(0o644)
+    command = ["sshpass", "-p", PASSWORD, "scp", "-o", "BatchMode=no", "-o", "PubkeyAuthentication=no",
+               "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={os.devnull}", "-P", str(server.port),
+               str(local), f"{USER}@127.0.0.1:/scp.bin"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE * 4, check=False)
+    assert result.returncode == 0, result.stderr
+    assert s3.get_object(Bucket=bucket, Key="scp.bin")["Body"].read() == payload
+    client = connect(server)
+    try:
+        client.utime("/scp.bin", (1_500_000_000, 1_500_000_000))  # kept as the object's metadata
+        assert client.stat("/scp.bin").st_mtime == 1_500_000_000
+        with pytest.raises(OSError, match="no permissions"):
+            client.chmod("/scp.bin", 0o600)
+    finally:
+        client.get_channel().get_transport().close()
