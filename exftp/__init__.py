@@ -41,6 +41,7 @@ from ._interfaces import (
     UserLimits,
     WriteMode,
 )
+from ._login import IPublicKeyAuthenticator
 from ._metrics import Metrics
 from ._paths import VirtualPath
 from ._plugins import AuthenticatorPlugin, IAuthenticatorPlugin, IStoragePlugin, StoragePlugin
@@ -90,6 +91,7 @@ __all__ = [
     "HookQueue",
     "IAuthenticator",
     "IAuthenticatorPlugin",
+    "IPublicKeyAuthenticator",
     "IReadFile",
     "IStorage",
     "IStorageCleanup",
