@@ -36,8 +36,6 @@ _TOO_MANY_CONNECTIONS = 12
 _BY_APPLICATION = 11
 
 
-
-
 def _unmapped(host: str | None) -> str | None:
     """The IPv4 address of an IPv4-mapped IPv6 address, as FTP reports it."""
     try:
@@ -154,6 +152,7 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         self._admitted = False
         self._connected_at = self._last_activity = 0.0
         self._closing = False
+        self._disconnecting = False
 
     @property
     def core(self) -> FTPFactory:
@@ -177,8 +176,9 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         super().dataReceived(data)
 
     def disconnect(self, code: int, text: str) -> None:
-        """Send SSH_MSG_DISCONNECT with C{text} and close."""
-        if self.transport is not None and getattr(self.transport, "connected", True):
+        """Send SSH_MSG_DISCONNECT with C{text} and close (once)."""
+        if not self._disconnecting and self.transport is not None:
+            self._disconnecting = True
             self.sendDisconnect(code, text.encode("utf-8"))
 
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
