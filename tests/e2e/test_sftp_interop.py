@@ -276,3 +276,34 @@ def test_s3_scp_and_attributes(s3_server: tuple[SFTPServer, Any, str], tmp_path:
             client.chmod("/scp.bin", 0o600)
     finally:
         client.get_channel().get_transport().close()
+
+
+def test_behind_a_balancer_the_client_address_counts(tmp_path: Path) -> None:
+    """C{--sftp haproxy:...}: the PROXY header names the client, for logs, limits and bans."""
+    root = tmp_path / "root"
+    root.mkdir()
+    server = SFTPServer(root, tmp_path / "state", "--auth", AUTH, *FAST, "--trusted-proxy", "127.0.0.1/32")
+    server.server.options = tuple(
+        "haproxy:tcp:0:interface=127.0.0.1" if option == "tcp:0:interface=127.0.0.1" and previous == "--sftp"
+        else option for previous, option in zip(("",) + server.server.options, server.server.options)
+    )
+    server.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+        sock.sendall(b"PROXY TCP4 198.51.100.9 127.0.0.1 50000 22\r\n")
+        transport = paramiko.Transport(sock)
+        transport.connect(username=USER, password=PASSWORD)
+        client = paramiko.SFTPClient.from_transport(transport)
+        assert client is not None and client.listdir("/") == []
+        transport.close()
+        server.server.wait_for_log(r"Login of 'alice' from 198\.51\.100\.9")
+        # Without the header the connection is not served.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) as direct:
+            direct.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            try:
+                answer = direct.recv(4096)
+            except ConnectionResetError:
+                answer = b""  # dropped
+            assert not answer.startswith(b"SSH-2.0-")
+    finally:
+        server.stop()
