@@ -282,12 +282,8 @@ def test_behind_a_balancer_the_client_address_counts(tmp_path: Path) -> None:
     """C{--sftp haproxy:...}: the PROXY header names the client, for logs, limits and bans."""
     root = tmp_path / "root"
     root.mkdir()
-    server = SFTPServer(root, tmp_path / "state", "--auth", AUTH, *FAST, "--trusted-proxy", "127.0.0.1/32")
-    server.server.options = tuple(
-        "haproxy:tcp:0:interface=127.0.0.1" if option == "tcp:0:interface=127.0.0.1" and previous == "--sftp"
-        else option for previous, option in zip(("",) + server.server.options, server.server.options)
-    )
-    server.start()
+    server = SFTPServer(root, tmp_path / "state", "--auth", AUTH, *FAST, "--trusted-proxy", "127.0.0.1/32",
+                        sftp="haproxy:tcp:0:interface=127.0.0.1").start()
     try:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
         sock.sendall(b"PROXY TCP4 198.51.100.9 127.0.0.1 50000 22\r\n")
