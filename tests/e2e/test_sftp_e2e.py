@@ -29,8 +29,9 @@ FAST = ("--login-failure-delay", "0.1")
 class SFTPServer:
     """A C{twistd exftp} serving SFTP (and FTP) on port 0."""
 
-    def __init__(self, root: Path, state: Path, *options: str, sftp: str = "tcp:0:interface=127.0.0.1") -> None:
-        self.server = FTPServer(root, "--sftp", sftp, "--state-dir", str(state), *options)
+    def __init__(self, root: Path, state: Path, *options: str, sftp: str = "tcp:0:interface=127.0.0.1",
+                 root_option: bool = True) -> None:
+        self.server = FTPServer(root, "--sftp", sftp, "--state-dir", str(state), *options, root_option=root_option)
         self.port = 0
 
     def start(self) -> SFTPServer:

@@ -90,9 +90,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SFTPSe
         moto.patch_environment(patch)
         root = tmp / "root"
         root.mkdir()
-        server = SFTPServer(root, tmp / "state", "--storage", f"s3:bucket={bucket}", "--auth", AUTH, *FAST)
-        server.server.options = tuple(o for o in server.server.options if o not in ("--root", str(root)))
-        server.start()
+        server = SFTPServer(root, tmp / "state", "--storage", f"s3:bucket={bucket}", "--auth", AUTH, *FAST,
+                            root_option=False).start()
     yield server, moto.s3(), bucket
     server.stop()
 
