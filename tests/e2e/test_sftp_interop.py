@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -302,3 +303,16 @@ def test_behind_a_balancer_the_client_address_counts(tmp_path: Path) -> None:
             assert not answer.startswith(b"SSH-2.0-")
     finally:
         server.stop()
+
+
+def test_shutdown_closes_sftp_sessions(tmp_path: Path) -> None:
+    server = start(tmp_path, "--auth", AUTH, *FAST, "--shutdown-grace", "5")
+    client = connect(server)
+    try:
+        assert client.listdir("/") == []
+        assert server.server.stop(timeout=DEADLINE) in (0, -signal.SIGTERM)  # not killed
+        assert "Closing 1 sessions for shutdown" in server.server.log()
+        transport = client.get_channel().get_transport()
+        wait_until(lambda: not transport.is_active(), "the client to see the disconnect")
+    finally:
+        client.get_channel().get_transport().close()
