@@ -59,8 +59,10 @@ _log = Logger(namespace="exftp")
 _DONE = Failure(ConnectionDone())
 _T = TypeVar("_T")
 
-#: The largest READ answered in full, and the largest WRITE (limits@openssh.com).
-MAX_READ = 256 * 1024
+#: The largest READ answered in full, and the largest WRITE (limits@openssh.com). Reads stay
+#: small: answers wait in Conch's channel buffer, which grows by concatenation, for the client's
+#: window (64 KiB reads moved 100 MB 1.5-2x faster than 256 KiB ones, with less buffered).
+MAX_READ = 64 * 1024
 MAX_WRITE = 256 * 1024
 #: The largest SFTP packet accepted (OpenSSH's own limit); a client announcing more is disconnected.
 MAX_PACKET = 256 * 1024 + 1024
