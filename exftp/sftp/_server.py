@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.conch.avatar import ConchUser
 from twisted.conch.ssh import connection, factory, session, transport
@@ -23,12 +23,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._events import Action, FTPEvent
-from .._factory import FTPFactory
 from .._login import still_valid
 from .._replies import Reply
 from ._auth import Checker, LoggedIn, Realm, UserAuth
 from ._filetransfer import FileTransfer
 from ._quiet import QUIET
+
+if TYPE_CHECKING:  # the FTP factory is only the policy's holder here: no FTP code is used
+    from .._factory import FTPFactory
 
 _log = Logger(namespace="exftp")
 #: RFC 4253 11.1 disconnect reasons.
