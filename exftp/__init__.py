@@ -41,12 +41,14 @@ from ._interfaces import (
     UserLimits,
     WriteMode,
 )
+from ._logging import log_observer
 from ._login import IPublicKeyAuthenticator
 from ._metrics import Metrics
 from ._paths import VirtualPath
 from ._plugins import AuthenticatorPlugin, IAuthenticatorPlugin, IStoragePlugin, StoragePlugin
 from ._protocol import FTPProtocol
 from ._replies import Reply
+from ._service import Config, ServerService, build_service
 from ._xferlog import TransferLog
 from .auth._cred import CredentialsCheckerAuthenticator
 from .auth._http import (
@@ -74,6 +76,7 @@ __all__ = [
     "CleanupReport",
     "CleanupService",
     "CommandSyntaxError",
+    "Config",
     "CredentialsCheckerAuthenticator",
     "DataConnectionFailed",
     "DirectoryNotEmpty",
@@ -120,6 +123,7 @@ __all__ = [
     "S3Config",
     "S3Storage",
     "S3StorageFactory",
+    "ServerService",
     "Session",
     "StoragePlugin",
     "StorageUnavailable",
@@ -133,6 +137,8 @@ __all__ = [
     "WebhookHook",
     "WriteMode",
     "authenticator_from_spec",
+    "build_service",
+    "log_observer",
 ]
 
 __version__ = "0.1.0"

@@ -18,7 +18,6 @@ Anything exftp did not make is never touched.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import secrets
@@ -34,6 +33,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
+from ._errors import StorageUnavailable
+
 __all__ = [
     "BOOT",
     "DEFAULT_MAX_AGE",
@@ -46,7 +47,6 @@ __all__ = [
     "clean_up_now",
     "default_node",
     "judge",
-    "main",
 ]
 
 _log = Logger(namespace="exftp.cleanup")
@@ -243,6 +243,12 @@ class CleanupService(Service):
         if failure.check(CancelledError):
             _log.info("Clean-up of {storage} stopped: the server is shutting down", storage=self.storage_factory)
             return
+        if failure.check(StorageUnavailable):
+            # The storage does not answer (said at start, see exftp._startup): one line, no traceback.
+            cause = getattr(failure.value, "__cause__", None)
+            why = f"{type(cause).__name__}: {cause}" if cause is not None else failure.getErrorMessage()
+            _log.error("Clean-up of {storage} could not run: {why}", storage=self.storage_factory, why=why)
+            return
         _log.failure("Clean-up of {storage} failed", failure, storage=self.storage_factory)
 
     def stopService(self) -> Deferred[Any] | None:
@@ -277,65 +283,3 @@ def clean_up_now(storage_factory: object, node: str | None, older_than: float | 
 
     react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
     raise SystemExit(0)  # react() exits by itself; this is for type checkers
-
-
-def _age(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _node_argument(text: str) -> str | None:
-    if not text:
-        return None
-    try:
-        return check_node(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """
-    C{exftp-cleanup}: remove the upload leftovers of a node that is not
-    running, and of any node older than an age, then exit.
-    """
-    parser = argparse.ArgumentParser(
-        prog="exftp-cleanup",
-        description="Remove what exftp servers that died left behind: temporary upload files, "
-        "open multipart uploads. Only leftovers exftp made are touched.",
-    )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--storage", "-s", help="the storage, as for twistd exftp: file:DIR or s3:bucket=NAME[:...]")
-    where.add_argument("--root", "-r", help="a directory (shorthand for --storage file:DIR)")
-    parser.add_argument(
-        "--node",
-        type=_node_argument,
-        default=default_node(),
-        help="remove all leftovers of this node, which must not be running (default: this host's name, "
-        "%(default)s; '' for none)",
-    )
-    parser.add_argument(
-        "--older-than",
-        type=_age,
-        default=DEFAULT_MAX_AGE,
-        metavar="SECONDS",
-        help="also remove any node's leftovers older than this (default: %(default)g, a week)",
-    )
-    options = parser.parse_args(argv)
-    from twisted.python.usage import UsageError
-
-    from ._tap import make_storage_factory
-
-    try:
-        factory = make_storage_factory(options.storage or f"file:{options.root}")
-    except UsageError as error:
-        parser.error(str(error))
-    clean_up_now(factory, options.node, options.older_than)
-
-
-if __name__ == "__main__":
-    # Run as exftp._cleanup, not as a second copy of this module named __main__.
-    from exftp._cleanup import main as _main
-
-    _main()

@@ -14,6 +14,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ._defender import Defender
+from ._errors import DataConnectionFailed
 from ._events import EventObserver, FTPEvent
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._protocol import FTPProtocol
@@ -56,6 +57,8 @@ class FTPFactory(ServerFactory):
     @param max_sessions: control connections allowed at once; more get 421.
     @param max_sessions_per_ip: control connections allowed at once from one address.
     @param max_passive_listeners: passive data ports open at once; more get 425.
+    @param max_passive_listeners_per_ip: passive data ports open at once for
+        one client address (its share of C{max_passive_listeners}); more get 425.
     @param login_timeout: seconds a connection may take to log in (421 after).
     @param stalled_timeout: seconds without a byte moving after which a
         transfer is aborted (426); 0 disables it.
@@ -94,6 +97,7 @@ class FTPFactory(ServerFactory):
         max_sessions: int = 1000,
         max_sessions_per_ip: int = 50,
         max_passive_listeners: int = 1000,
+        max_passive_listeners_per_ip: int = 20,
         login_timeout: float = 60.0,
         stalled_timeout: float = 300.0,
         defender: Defender | None = _DEFAULT,  # type: ignore[assignment]
@@ -127,11 +131,12 @@ class FTPFactory(ServerFactory):
         self.max_sessions = max_sessions
         self.max_sessions_per_ip = max_sessions_per_ip
         self.max_passive_listeners = max_passive_listeners
+        self.max_passive_listeners_per_ip = max_passive_listeners_per_ip
         self.login_timeout = login_timeout
         self.stalled_timeout = stalled_timeout
         self.defender = Defender() if defender is _DEFAULT else defender
         self.sessions: set[FTPProtocol] = set()
-        self.passive_listeners = 0
+        self._passive_per_address: Counter[str] = Counter()
         self._per_address: Counter[str] = Counter()
         self._sweeper: LoopingCall | None = None
 
@@ -213,9 +218,37 @@ class FTPFactory(ServerFactory):
             except Exception:
                 _log.failure("Event observer {observer!r} failed", observer=observer)
 
-    def passive_listener_closed(self) -> None:
-        """Count down a closed passive listener."""
-        self.passive_listeners = max(0, self.passive_listeners - 1)
+    @property
+    def passive_listeners(self) -> int:
+        """The passive data ports open now."""
+        return self._passive_per_address.total()
+
+    def open_passive_listener(self, address: str | None) -> Callable[[], None]:
+        """
+        Count a passive listener for the client at C{address}, within the
+        server's limit and that address's share of it.
+
+        @return: the call that counts it down again; only its first call counts.
+        @raise DataConnectionFailed: (425) when a limit is reached.
+        """
+        key = address or ""
+        if self.passive_listeners >= self.max_passive_listeners:
+            raise DataConnectionFailed("Too many passive connections; try again later.")
+        if self._passive_per_address[key] >= self.max_passive_listeners_per_ip:
+            raise DataConnectionFailed("Too many passive connections from your address; try again later.")
+        self._passive_per_address[key] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._passive_per_address[key] -= 1
+            if self._passive_per_address[key] <= 0:
+                del self._passive_per_address[key]
+
+        return release
 
     def shutdown(self, grace: float = 0.0) -> Deferred[Any]:
         """

@@ -121,6 +121,18 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
+def quiet_pool(reactor: IReactorTime, max_per_host: int = 2) -> HTTPConnectionPool:
+    """
+    A pool of persistent connections whose every new connection does not log
+    Twisted's "Starting factory" and "Stopping factory" lines (two routine
+    lines per connection: most of a busy server's log otherwise).
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max_per_host
+    pool._factory = _QuietClientFactory
+    return pool
+
+
 def no_cookies() -> IndexableCookieJar:
     """A cookie jar that never stores a cookie."""
     policy = DefaultCookiePolicy()
@@ -159,8 +171,7 @@ class HTTPUser(LazyReactor):
     def client(self) -> HTTPClient:
         """The treq client."""
         if self._client is None:
-            pool = self._pool = HTTPConnectionPool(self.reactor, persistent=True)
-            pool._factory = _QuietClientFactory
+            pool = self._pool = quiet_pool(self.reactor)
             self._client = HTTPClient(Agent(self.reactor, pool=pool), cookiejar=no_cookies())
         return self._client
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from functools import lru_cache
 
-from ._interfaces import FileInfo, FileKind
+from ._entries import FileInfo, FileKind
 
 _SIX_MONTHS = 182 * 24 * 3600
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

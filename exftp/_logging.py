@@ -1,6 +1,7 @@
 """
 The log observers that C{twistd exftp} gives twistd: text lines exactly as
-twistd writes them, or JSON, and rotation of a log file on SIGUSR1. Both
+twistd writes them, or flat JSON objects that log shippers read as they
+are, and rotation of a log file on SIGUSR1. Both
 leave out the routine messages of what runs L{quietly} (Twisted's lines for
 every passive data port).
 
@@ -13,8 +14,10 @@ with C{str.format_map}, leaving to Twisted what only Twisted formats.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
 
 from twisted.logger import (
@@ -25,9 +28,9 @@ from twisted.logger import (
     LogEvent,
     LogLevel,
     PredicateResult,
+    formatEvent,
     formatEventAsClassicLogText,
     formatTime,
-    jsonFileLogObserver,
 )
 from twisted.python import log as legacy_log
 from twisted.python.logfile import LogFile
@@ -111,9 +114,90 @@ def text_observer(out: IO[str]) -> ILogObserver:
     return FileLogObserver(out, line)
 
 
-def log_observer(out: IO[str], log_format: str) -> ILogObserver:
-    """The observer for C{--log-format} (C{text} or C{json}) writing to C{out}."""
-    observer = jsonFileLogObserver(out, "") if log_format == "json" else text_observer(out)
+#: The keys of a JSON line that exftp writes itself; an event's own field of that name gets a C{field_} prefix.
+_RESERVED = frozenset({"time", "level", "message", "logger", "system", "error", "traceback"})
+#: Keys of Twisted's legacy log events (those with C{isError}) that repeat what the C{log_*} keys say.
+_LEGACY = frozenset({"message", "format", "isError", "system", "time", "why", "failure", "printed"})
+
+
+def _timestamp(when: float) -> str:
+    """RFC 3339 in UTC with milliseconds: C{2026-12-08T00:32:49.123Z}."""
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _message(event: LogEvent) -> str:
+    """The event's text, as the text format writes it (legacy C{message} tuples included)."""
+    if "log_format" in event:
+        return formatEvent(event)
+    return " ".join(str(part) for part in event.get("message", ()))
+
+
+def _own_fields(event: LogEvent) -> dict[str, Any]:
+    """The event's own fields (C{user}, C{peer}...), without Twisted's bookkeeping."""
+    bookkeeping = _LEGACY if "isError" in event else ()
+    return {
+        f"field_{key}" if key in _RESERVED else key: value
+        for key, value in event.items()
+        if isinstance(key, str) and not key.startswith("log_") and key not in bookkeeping and key != _QUIET
+    }
+
+
+def _text_of(value: object) -> str:
+    """A value JSON cannot hold, as text."""
+    try:
+        return str(value)
+    except Exception:
+        return object.__repr__(value)
+
+
+def json_record(event: LogEvent) -> dict[str, Any] | None:
+    """
+    One flat object for a log event: C{time} (RFC 3339, UTC), C{level}
+    (C{debug}, C{info}, C{warn}, C{error}, C{critical}), C{message} (the
+    formatted text), C{logger} (the namespace), C{system} when Twisted names
+    one, C{error} and C{traceback} for a failure, and the event's own fields.
+    C{None} for an event without text or failure (the text format leaves
+    those out too).
+    """
+    message = _message(event)
+    failure = event.get("log_failure")
+    if not message and failure is None:
+        return None
+    level = event.get("log_level")
+    record: dict[str, Any] = {
+        "time": _timestamp(event["log_time"]) if "log_time" in event else None,
+        "level": "error" if level is None and event.get("isError") else getattr(level, "name", "info"),
+        "message": message,
+        "logger": event.get("log_namespace", "-"),
+    }
+    if event.get("log_system") is not None:
+        record["system"] = str(event["log_system"])
+    if failure is not None:
+        record["error"] = _text_of(failure.getErrorMessage())
+        record["traceback"] = failure.getTraceback()
+    record.update(_own_fields(event))
+    return record
+
+
+def json_line(event: LogEvent) -> str | None:
+    """L{json_record} as one line of JSON; a field JSON cannot hold is written as its text."""
+    record = json_record(event)
+    if record is None:
+        return None
+    try:
+        return json.dumps(record, default=_text_of, allow_nan=False) + "\n"
+    except (TypeError, ValueError):  # a non-text key, a cycle, NaN
+        plain = {key: v if v is None or isinstance(v, str | int | bool) else _text_of(v) for key, v in record.items()}
+        return json.dumps(plain) + "\n"
+
+
+def log_observer(out: IO[str], log_format: str = "text") -> ILogObserver:
+    """
+    The observer for C{--log-format}, writing to C{out}: C{text} (twistd's
+    lines) or C{json} (one L{json_record} a line); either leaves out the
+    routine messages logged L{quietly}.
+    """
+    observer = FileLogObserver(out, json_line) if log_format == "json" else text_observer(out)
     return FilteringLogObserver(observer, [_Loud()])
 
 

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 from zope.interface import directlyProvides, implementer, providedBy
 
 from ._events import Action, FTPEvent
@@ -165,13 +165,16 @@ class TimedStorageFactory(_Proxy):
 
 
 class MetricsResource(Resource):
-    """Serves a registry in the Prometheus text (or OpenMetrics) format."""
-
-    isLeaf = True
+    """Serves a registry in the Prometheus text (or OpenMetrics) format, where it is put (paths below are 404)."""
 
     def __init__(self, registry: Any) -> None:
         super().__init__()
         self.registry = registry
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":  # /metrics/
+            return self
+        return notFound()  # type: ignore[return-value]
 
     def render_GET(self, request: Request) -> bytes:
         from prometheus_client.exposition import choose_encoder
@@ -263,10 +266,19 @@ class Metrics:
             self.error_replies.labels(code=str(code)).inc()
 
     def resource(self) -> Resource:
-        """A web resource with the metrics at C{/metrics} (and nothing else)."""
+        """
+        The metrics page, to serve at C{/metrics} of your own site
+        (C{root.putChild(b"metrics", metrics.resource())}); paths below it are 404.
+        """
+        return MetricsResource(self.registry)
+
+    def site(self) -> Site:
+        """A web site with the metrics at C{/metrics} and nothing else (what C{--metrics} serves)."""
         root = _NotFound()
-        root.putChild(b"metrics", MetricsResource(self.registry))
-        return root
+        root.putChild(b"metrics", self.resource())
+        site = Site(root)
+        site.noisy = False
+        return site
 
 
 class _NotFound(Resource):

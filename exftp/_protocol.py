@@ -4,17 +4,19 @@ The FTP control connection: decode, parse, check, dispatch, reply.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import secrets
+import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as internet_error
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -64,8 +66,16 @@ from ._interfaces import (
 from ._login import CLOSING, log_in, still_valid
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
-from ._replies import Reply, format_reply, quote_path
-from ._session import RULES, SessionState, canonical_verb, check, required_permission, revalidates
+from ._replies import Reply, format_reply, format_reply_lines, format_reply_opening, quote_path
+from ._session import (
+    RULES,
+    SessionState,
+    canonical_verb,
+    check,
+    refuse_line,
+    required_permission,
+    revalidates,
+)
 from ._tls import SameContext, control_context
 from ._transport import write_now
 from .storage._readonly import refusal
@@ -81,11 +91,15 @@ Handler = Callable[["FTPProtocol", str], Awaitable[None]]
 #: The command registry: verb to handler.
 _HANDLERS: dict[str, Handler] = {}
 #: Commands handled at once even while another command is running.
-_IMMEDIATE = frozenset({"ABOR", "NOOP", "STAT"})
+_IMMEDIATE = frozenset({"ABOR", "NOOP", "QUIT", "STAT"})
 #: The MLST facts a session starts with (shared: one frozenset is 700 bytes).
 _ALL_MLST_FACTS = frozenset(_listing.MLSX_FACTS)
 #: Lines that may wait while a command runs before reading is paused.
 _MAX_QUEUED_LINES = 64
+#: Received bytes kept unparsed while command lines are held, before the socket is no longer read.
+_MAX_UNREAD = 65536
+#: Command lines a session runs in one reactor turn before it lets the other sessions run.
+_MAX_BURST = 100
 
 
 def command(*verbs: str) -> Callable[[Handler], Handler]:
@@ -130,12 +144,62 @@ class _Transfer:
         return TransferAborted()
 
 
+@implementer(IPushProducer)
+class _OutputGate:
+    """
+    The control connection's replies as a producer on its own transport: the
+    transport pauses it once more than its buffer size (64 KiB on TCP) waits
+    unsent, and resumes it when all is sent. While paused, the session reads
+    and runs no more commands, so a client that sends and never reads holds
+    a bounded amount of the server's memory.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: FTPProtocol) -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol.output_full(True)
+
+    def resumeProducing(self) -> None:
+        self._protocol.output_full(False)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _answered_at_once(line: bytes) -> bool:
+    """Whether C{line} is answered while a command runs: ABOR, NOOP, or STAT without a path."""
+    verb, _, argument = line.strip().partition(b" ")
+    verb = verb.upper().lstrip(b"\xff\xf4\xf2")
+    return verb.decode("ascii", "replace") in _IMMEDIATE and not (verb == b"STAT" and argument.strip())
+
+
+def _urgent_inline(transport: object) -> None:
+    """
+    Keep TCP urgent data in the command stream (C{SO_OOBINLINE}). A client
+    that sends ABOR as urgent data (Telnet IP and Synch; Python's
+    C{ftplib.FTP.abort} sends the whole line with C{MSG_OOB}) marks its last
+    byte urgent; without this the kernel takes that byte out of the stream,
+    the line never ends and the session hangs. The Telnet bytes that come
+    inline are dropped by the command parser.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    handle = get_handle() if get_handle is not None else None
+    if isinstance(handle, socket.socket):
+        with contextlib.suppress(OSError):
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+
+
 class FTPProtocol(LineReceiver):
     """
     One FTP control connection.
 
     Commands run one at a time; lines that arrive meanwhile wait in a short
-    queue, except ABOR, NOOP and STAT, which are answered at once.
+    queue, except ABOR, NOOP and STAT without a path, which are answered at
+    once. Reading stops while the queue is full or the client leaves its
+    replies unread (see L{_OutputGate}).
     """
 
     delimiter = b"\n"
@@ -166,9 +230,19 @@ class FTPProtocol(LineReceiver):
         self._running: Deferred[None] | None = None
         self._after_command: list[Deferred[None]] = []
         self._disconnected = False
+        self._gate: _OutputGate | None = None
+        #: Whether the transport holds more unsent output than it wants.
+        self._output_full = False
+        #: Fires when the unsent output is written (see L{drained}).
+        self._drained: Deferred[None] | None = None
+        #: Lines received in this reactor turn, and the call that ends a pause after too many.
+        self._burst = 0
+        self._yielding: IDelayedCall | None = None
         self._discarding = False
         self._closing = False
         self._control_closing = False
+        #: QUIT came while a command ran: close once it is done.
+        self._quit_pending = False
         #: When the last command line arrived or the last transfer ended (idle timeout).
         self._last_activity = 0.0
         #: When the connection was made (login deadline).
@@ -192,9 +266,13 @@ class FTPProtocol(LineReceiver):
             self._disconnected = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
+        self._gate = _OutputGate(self)
+        self.transport.registerProducer(self._gate, True)  # type: ignore[union-attr]
         if control_context(self.transport) is not None:
-            # Implicit FTPS: the endpoint already speaks TLS; protect data too.
-            self.secure = self.pbsz_done = self.protect_data = True
+            # Implicit FTPS: the control connection speaks TLS from the start;
+            # data stays clear until PROT P (RFC 4217's default), as after AUTH TLS.
+            self.secure = self.pbsz_done = True
+        _urgent_inline(self.transport)
         _log.info("Connection from {peer}", peer=self.peer_host)
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:
@@ -223,6 +301,9 @@ class FTPProtocol(LineReceiver):
             self.emit(Action.LOGOUT, True, Reply.CLOSING_CONTROL_CONNECTION)
         self.factory.release(self)
         self._queue.clear()
+        self._drained = None  # the running command that waits for it is cancelled below
+        if self._yielding is not None and self._yielding.active():
+            self._yielding.cancel()
         self._drop_data()
         running = self._running
         if running is not None and not running.called:
@@ -251,18 +332,114 @@ class FTPProtocol(LineReceiver):
         self.reply(Reply.SERVICE_NOT_AVAILABLE, "Server shutting down; closing control connection.")
         self._close_control()
 
+    def quit(self) -> None:
+        """
+        Close the control connection, at once when no command runs, else as
+        soon as the running one (a transfer) is done: a client that waits for
+        QUIT's 221 before closing its data connection is answered at once, and
+        the transfer still ends as usual (an upload is committed or discarded
+        whole), as pyftpdlib does.
+        """
+        if self._running is None:
+            self._close_control()
+            return
+        self._quit_pending = True
+        self._queue.clear()
+
     def _close_control(self) -> None:
         self._control_closing = True
         self._drop_data()
         if self.transport is not None:
-            self.transport.loseConnection()
+            gate, self._gate = self._gate, None
+            if gate is not None:
+                # A registered (paused) producer keeps the transport from closing.
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            if self._output_full:
+                # A client that leaves its replies unread would hold the connection open forever.
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+            else:
+                self.transport.loseConnection()
 
     def reply(self, code: int, text: str | list[str]) -> None:
         """Send a reply (single or multi-line)."""
-        if not self._disconnected and not self._control_closing and self.transport is not None:
-            write_now(self.transport, format_reply(code, text))
+        if self._write(format_reply(code, text)):
             for observer in self.factory.reply_observers:
                 observer(int(code))
+
+    def _write(self, data: bytes) -> bool:
+        """Send C{data} unless the control connection is closing; whether it was sent."""
+        if self._disconnected or self._control_closing or self.transport is None:
+            return False
+        write_now(self.transport, data)
+        return True
+
+    async def write_paced(self, chunks: AsyncIterator[bytes]) -> None:
+        """
+        Send C{chunks} (parts of one reply), each once the client has read
+        enough of what came before: a long reply is never held whole.
+        """
+        async for chunk in chunks:
+            await self.drained()
+            self._write(chunk)
+
+    def drained(self) -> Deferred[None]:
+        """Fires once the unsent output is below the transport's buffer size (at once if it is)."""
+        if not self._output_full:
+            return succeed(None)
+        if self._drained is None:
+            self._drained = Deferred()
+        return self._drained
+
+    def output_full(self, full: bool) -> None:
+        """
+        The transport's buffer went over (C{full}) or back under its size:
+        stop or restart reading and running commands.
+        """
+        self._output_full = full
+        if self._disconnected:
+            return
+        if not full:
+            drained, self._drained = self._drained, None
+            if drained is not None:
+                drained.callback(None)
+            self._run_queued()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """
+        Hold command lines while the client leaves replies unread or the queue
+        is full (once held for the queue, until it is empty).
+        """
+        hold = (
+            self._output_full
+            or self._yielding is not None
+            or len(self._queue) >= _MAX_QUEUED_LINES
+            or (self.paused and bool(self._queue))
+        )
+        if self._disconnected or hold == self.paused:
+            return
+        if hold:
+            self.paused = True  # LineReceiver delivers no more lines
+            self._limit_unread()
+        else:
+            self.resumeProducing()  # reading again, and the held lines delivered
+
+    def _limit_unread(self) -> None:
+        """
+        While lines are held, stop reading the socket once L{_MAX_UNREAD} bytes
+        wait: pipelined commands then wait in the socket, not in memory. Not
+        sooner, so that a TLS handshake (which must be read for the replies
+        held before it to go out) is never stalled.
+        """
+        if self.paused and len(self._buffer) > _MAX_UNREAD and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> Any:
+        if not self._busyReceiving:  # a new delivery (one read), not one made while handling a line
+            self._burst = 0
+        why = super().dataReceived(data)
+        self._limit_unread()
+        return why
 
     # Line handling
 
@@ -280,20 +457,32 @@ class FTPProtocol(LineReceiver):
             self._buffer = rest
             self.factory.reactor.callLater(0, self.dataReceived, b"")
 
+    def _count_line(self) -> None:
+        """After L{_MAX_BURST} lines in one turn, hold the rest until the next turn: the others run too."""
+        self._burst += 1
+        if self._burst >= _MAX_BURST and self._yielding is None:
+            self._yielding = self.factory.reactor.callLater(0, self._end_burst)
+            self._update_reading()
+
+    def _end_burst(self) -> None:
+        self._yielding = None
+        self._burst = 0
+        self._update_reading()
+
     def lineReceived(self, line: bytes) -> None:
         self._last_activity = self.factory.reactor.seconds()
+        self._count_line()
         if self._discarding:
             self._discarding = False
             return
+        if self._quit_pending:
+            return  # after QUIT nothing more is run
         if self._busy:
-            verb = line.strip().split(b" ", 1)[0].upper().lstrip(b"\xff\xf4\xf2")
-            if verb.decode("ascii", "replace") in _IMMEDIATE:
+            if _answered_at_once(line):
                 self._handle(line)
                 return
             self._queue.append(line)
-            if len(self._queue) >= _MAX_QUEUED_LINES and not self.paused:
-                # Pipelined commands wait in the socket, not in memory.
-                self.pauseProducing()
+            self._update_reading()
             return
         self._handle(line)
 
@@ -301,6 +490,7 @@ class FTPProtocol(LineReceiver):
         try:
             cmd = parse_command(line)
         except FTPError as error:
+            refuse_line(self.state)
             self.reply(error.reply, error.message)
             return
         verb = canonical_verb(cmd.verb)
@@ -407,13 +597,19 @@ class FTPProtocol(LineReceiver):
         waiters, self._after_command = self._after_command, []
         for waiter in waiters:
             waiter.callback(None)
+        if self._quit_pending:
+            self._close_control()
+            return
         if self._closing and not self._disconnected:
             self.shutdown()
             return
-        while self._queue and not self._busy and not self._disconnected:
+        self._run_queued()
+        self._update_reading()
+
+    def _run_queued(self) -> None:
+        """Run the waiting lines, in order, while no command runs and the client reads its replies."""
+        while self._queue and not self._busy and not self._disconnected and not self._output_full:
             self._handle(self._queue.pop(0))
-        if self.paused and not self._queue and not self._disconnected:
-            self.resumeProducing()
 
     # Helpers for handlers
 
@@ -728,7 +924,7 @@ async def _acct(proto: FTPProtocol, argument: str) -> None:
 @command("QUIT")
 async def _quit(proto: FTPProtocol, argument: str) -> None:
     proto.reply(Reply.CLOSING_CONTROL_CONNECTION, "Goodbye.")
-    proto._close_control()
+    proto.quit()
 
 
 # Informational
@@ -818,6 +1014,7 @@ async def _auth(proto: FTPProtocol, argument: str) -> None:
     proto.clearLineBuffer()
     proto._queue.clear()
     proto.transport.startTLS(settings.options)  # type: ignore[union-attr]
+    proto.output_full(False)  # the TLS layer, a new consumer, pauses the session again if it must
     proto.secure = True
     proto.pbsz_done = proto.protect_data = False
     _log.info("TLS started for {peer}", peer=proto.peer_host)
@@ -886,13 +1083,33 @@ async def _help(proto: FTPProtocol, argument: str) -> None:
     proto.reply(Reply.HELP_MESSAGE, ["The following commands are recognized.", *rows, "Help OK."])
 
 
+async def _stat_listing(proto: FTPProtocol, argument: str) -> None:
+    """
+    STAT <path>: the LIST lines as a 213 reply on the control connection, a
+    page at a time as the client reads them, so that neither the listing
+    nor the unsent reply is ever held whole.
+    """
+    now = proto.factory.reactor.seconds()
+
+    def render(page: Sequence[FileInfo]) -> bytes:
+        return format_reply_lines(_listing.list_line(e, now) for e in page if _listing._safe(e.name))
+
+    opening = format_reply_opening(Reply.FILE_STATUS, "Status follows:")
+    chunks = await _target_chunks(proto, argument, render, opening)  # a 550 or 451 comes before the 213-
+    try:
+        await proto.write_paced(chunks)
+    except FTPError as error:
+        # The reply has begun: it must end as a 213, which says the listing is cut short.
+        _log.warn("STAT {path} cut short: {why}", path=argument, why=error.message)
+        proto.reply(Reply.FILE_STATUS, f"End of status (incomplete: {error.message})")
+        return
+    proto.reply(Reply.FILE_STATUS, "End of status.")
+
+
 @command("STAT")
 async def _stat(proto: FTPProtocol, argument: str) -> None:
     if argument.strip():
-        entries = await _listing_entries(proto, argument)
-        now = proto.factory.reactor.seconds()
-        lines = [_listing.list_line(e, now) for e in entries if _listing._safe(e.name)]
-        proto.reply(Reply.FILE_STATUS, ["Status follows:", *lines, "End of status."])
+        await _stat_listing(proto, argument)
         return
     user = proto.session.username if proto.session else "?"
     lines = [
@@ -966,8 +1183,6 @@ async def _passive(proto: FTPProtocol) -> int:
     if isinstance(previous, PassiveChannel):
         await previous.released()
     factory = proto.factory
-    if factory.passive_listeners >= factory.max_passive_listeners:
-        raise DataConnectionFailed("Too many passive connections; try again later.")
     channel = PassiveChannel(
         factory.reactor,
         proto.peer_host,
@@ -975,9 +1190,15 @@ async def _passive(proto: FTPProtocol) -> int:
         trusted_proxies=factory.trusted_proxies,
         **proto.data_protection(),
     )
-    port = channel.listen(proto.local_host, factory.passive_ports)
-    factory.passive_listeners += 1
-    channel.on_stop = factory.passive_listener_closed
+    # Counted before the port opens and released when it closes, whichever way
+    # (connection, timeout, ABOR, new PASV, disconnect): no await in between.
+    release = factory.open_passive_listener(proto.peer_host)
+    channel.on_stop = release
+    try:
+        port = channel.listen(proto.local_host, factory.passive_ports)
+    except BaseException:
+        release()
+        raise
     proto._channel = channel
     return port
 
@@ -1154,13 +1375,6 @@ async def _listing_target(proto: FTPProtocol, argument: str) -> tuple[VirtualPat
     return path, info
 
 
-async def _listing_entries(proto: FTPProtocol, argument: str) -> list[FileInfo]:
-    path, info = await _listing_target(proto, argument)
-    if not info.is_directory:
-        return [info]
-    return list(await proto.call(proto.fs.list, path))
-
-
 async def _pages(proto: FTPProtocol, path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
     """A directory's entries a page at a time: paged where the storage can, else in one page."""
     storage = proto.fs
@@ -1202,14 +1416,20 @@ async def _listing_chunks(
     return _rendered(head + render(first), pages, render)
 
 
+async def _target_chunks(
+    proto: FTPProtocol, argument: str, render: Callable[[Sequence[FileInfo]], bytes], head: bytes = b""
+) -> AsyncIterator[bytes]:
+    """What LIST, NLST or STAT sends for C{argument}: C{head}, then a directory's pages or the one file."""
+    path, info = await _listing_target(proto, argument)
+    if info.is_directory:
+        return await _listing_chunks(proto, head, path, render)
+    return _rendered(head + render([info]), _no_pages(), render)
+
+
 async def _send_listing(
     proto: FTPProtocol, argument: str, render: Callable[[Sequence[FileInfo]], bytes], description: str
 ) -> None:
-    path, info = await _listing_target(proto, argument)
-    if info.is_directory:
-        chunks = await _listing_chunks(proto, b"", path, render)
-    else:
-        chunks = _rendered(render([info]), _no_pages(), render)
+    chunks = await _target_chunks(proto, argument, render)
     await proto.transfer_out(ChunksReader(chunks), description)
 
 
@@ -1383,10 +1603,36 @@ async def _stou(proto: FTPProtocol, argument: str) -> None:
     await proto.transfer_in(target, str(path), opening=f"FILE: {path.name}")
 
 
+async def _check_restart(proto: FTPProtocol, path: VirtualPath, offset: int, upload: bool) -> None:
+    """
+    Refuse (554, RFC 3659 5.4) a restart offset beyond the end of C{path}, as
+    pyftpdlib does: an upload there would leave a hole (a sparse file that a
+    later copy writes out as real zeros). A file an upload would create has
+    no bytes yet.
+    """
+    try:
+        info: FileInfo = await proto.call(proto.fs.stat, path)
+    except FileNotFound:
+        if not upload:
+            raise
+        size = 0
+    else:
+        if info.is_directory:
+            return  # opening it is refused with its own reply
+        size = info.size
+    if offset > size:
+        raise FTPError(
+            f"Requested action not taken: invalid REST parameter ({offset} is past the end of the file, {size}).",
+            Reply.INVALID_REST_PARAMETER,
+        )
+
+
 @command("RETR")
 async def _retr(proto: FTPProtocol, argument: str) -> None:
     path = proto.resolve(argument)
     offset, proto.state.restart_offset = proto.state.restart_offset, 0
+    if offset:
+        await _check_restart(proto, path, offset, upload=False)
     source: IReadFile = await proto.call(proto.fs.open_read, path, offset)
     await proto.transfer_out(source, str(path))
 
@@ -1394,8 +1640,10 @@ async def _retr(proto: FTPProtocol, argument: str) -> None:
 async def _store(proto: FTPProtocol, argument: str, mode: WriteMode) -> None:
     path = proto.resolve(argument)
     offset, proto.state.restart_offset = proto.state.restart_offset, 0
-    if offset and mode is WriteMode.TRUNCATE:
-        mode = WriteMode.OFFSET
+    if offset:
+        await _check_restart(proto, path, offset, upload=True)
+        if mode is WriteMode.TRUNCATE:
+            mode = WriteMode.OFFSET
     target: IWriteFile = await proto.call(proto.fs.open_write, path, mode, offset)
     await proto.transfer_in(target, str(path))
 

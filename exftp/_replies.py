@@ -60,11 +60,18 @@ class Reply(IntEnum):
     PAGE_TYPE_UNKNOWN = 551
     EXCEEDED_STORAGE_ALLOCATION = 552
     FILE_NAME_NOT_ALLOWED = 553
+    #: RFC 3659 5.4 (after RFC 1123 4.1.3.4): a restart offset the file cannot be repositioned to.
+    INVALID_REST_PARAMETER = 554
 
 
 def _clean(text: str) -> str:
     """Keep CR and LF out of a reply so that no text can forge extra lines."""
     return text.replace("\r", " ").replace("\n", " ")
+
+
+def _check_code(code: int) -> None:
+    if not 100 <= code <= 599:
+        raise ValueError(f"Not a reply code: {code!r}")
 
 
 def format_reply(code: int, text: str | Iterable[str]) -> bytes:
@@ -78,17 +85,34 @@ def format_reply(code: int, text: str | Iterable[str]) -> bytes:
 
     @raise ValueError: when C{code} is not a three-digit reply code.
     """
-    if not 100 <= code <= 599:
-        raise ValueError(f"Not a reply code: {code!r}")
+    _check_code(code)
     lines = [text] if isinstance(text, str) else list(text)
     lines = [_clean(line) for line in lines] or [""]
     if len(lines) == 1:
         return f"{code} {lines[0]}\r\n".encode("utf-8", "replace")
-    out = [f"{code}-{lines[0]}"]
-    for line in lines[1:-1]:
-        out.append(line if line.startswith(" ") else " " + line)
-    out.append(f"{code} {lines[-1]}")
-    return ("\r\n".join(out) + "\r\n").encode("utf-8", "replace")
+    last = f"{code} {lines[-1]}\r\n".encode("utf-8", "replace")
+    return format_reply_opening(code, lines[0]) + format_reply_lines(lines[1:-1]) + last
+
+
+def format_reply_opening(code: int, text: str) -> bytes:
+    """
+    The first line of a multi-line reply sent in parts: then its middle lines
+    (L{format_reply_lines}), then its end, a single-line L{format_reply}.
+
+    @raise ValueError: when C{code} is not a three-digit reply code.
+    """
+    _check_code(code)
+    return f"{code}-{_clean(text)}\r\n".encode("utf-8", "replace")
+
+
+def format_reply_lines(lines: Iterable[str]) -> bytes:
+    """Middle lines of a multi-line reply, each indented so that none can end it."""
+    body = []
+    for line in lines:
+        line = _clean(line)
+        body.append(line if line.startswith(" ") else " " + line)
+        body.append("\r\n")
+    return "".join(body).encode("utf-8", "replace")
 
 
 def quote_path(path: str) -> str:

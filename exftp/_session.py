@@ -220,6 +220,15 @@ def required_permission(verb: str, argument: str) -> Permission | None:
     return PERMISSIONS.get(verb)
 
 
+def refuse_line(state: SessionState) -> None:
+    """
+    Note a line refused before it was a command (not UTF-8, a NUL, no verb):
+    it still comes between RNFR and RNTO, so the RNFR is forgotten, as
+    L{check} forgets it for a refused command.
+    """
+    state.rename_from = None
+
+
 def check_or_error(state: SessionState, verb: str, argument: str) -> FTPError | None:
     """Like L{check}, returning the refusal instead of raising it."""
     try:

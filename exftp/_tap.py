@@ -10,43 +10,33 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from dataclasses import fields
 from typing import IO, Any
 
 from twisted.application import service
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.interfaces import IProtocolFactory
-from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
-from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
-from twisted.web.server import Site
 
-from ._cleanup import DEFAULT_MAX_AGE, CleanupService, check_node, clean_up_now, default_node
-from ._config import INTEGER, NUMBER, Setting, load_config, settings_of
-from ._defender import Defender
+from ._cleanup import DEFAULT_MAX_AGE, check_node, clean_up_now, default_node
+from ._config import FLAG, INTEGER, NUMBER, Setting, load_config, settings_of
 from ._events import Action
-from ._factory import FTPFactory
-from ._hooks import HookQueue, WebhookHook, load_callable
+from ._hooks import WebhookHook, load_callable
 from ._httpclient import redacted
 from ._interfaces import IAuthenticator, IStorageFactory
 from ._logging import log_observer, rotate_on_sigusr1
 from ._plugins import authenticator_plugins, storage_plugins
 from ._proxy import CONNECTED, PREFIX, IPNetwork, parse_networks, server_endpoint
-from ._tls import TLSPolicy, TLSSettings
-from ._xferlog import TransferLog
+from ._service import DEFAULT_PORT, Config, build_service
+from ._startup import ConfigurationError, check_at_start
+from ._tls import TLSSettings
 from .auth._cred import CredentialsCheckerAuthenticator
-from .auth._http import HTTP_AUTHENTICATORS, authenticator_from_spec
+from .auth._http import _COMMON_OPTIONS, HTTP_AUTHENTICATORS, authenticator_from_spec
 from .auth._simple import AnonymousAuthenticator, NoAuthAuthenticator, PassthroughAuthenticator
 from .auth._users import UsersAuthenticator
 from .storage._local import FileStorageFactory
 from .storage._memory import MemoryStorageFactory
-
-_log = Logger(namespace="exftp")
-
-DEFAULT_PORT = "tcp:2121:interface=127.0.0.1"
 
 _AUTHENTICATORS: dict[str, Callable[[], IAuthenticator]] = {
     "anonymous": AnonymousAuthenticator,
@@ -110,10 +100,15 @@ def make_authenticator(spec: str, options: Mapping[str, str] | None = None) -> I
         return _AUTHENTICATORS[spec]()
     try:
         checker = strcred.makeChecker(spec)
-    except strcred.InvalidAuthType as error:
+    except strcred.InvalidAuthType:
         plugin = authenticator_plugins().get(kind)
         if plugin is None:
-            raise usage.UsageError(f"--auth {spec}: {error} (twistd exftp --help-auth lists them)") from None
+            raise usage.UsageError(
+                f"--auth {spec}: unknown authenticator {kind!r}; use anonymous, noauth, passthrough, "
+                f"{', '.join(f'{name}:URL' for name in HTTP_AUTHENTICATORS)}, a twisted.cred checker such as "
+                "memory:USER:PASSWORD or file:PATH, or an installed plugin's NAME:ARG "
+                "(twistd exftp --help-auth lists them)"
+            ) from None
         authenticator: IAuthenticator = _built(kind, "auth", lambda: plugin.build(argument), IAuthenticator)
         return authenticator
     except strcred.InvalidAuthArgumentString as error:
@@ -173,26 +168,23 @@ def parse_port_range(text: str) -> range:
 _POSITIVE = ("hook-timeout", "hook-queue")
 
 
+#: What a numeric option expects, by the function that converts it.
+_EXPECTED = {float: "a number, such as 60 or 0.5", int: "a whole number, such as 10"}
+
+
+class _NamedCoerce(usage.CoerceParameter):
+    """Converts an option's value; a value that does not convert is an error naming the option."""
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        try:
+            super().dispatch(parameterName, value)
+        except usage.UsageError:
+            expected = _EXPECTED.get(self.coerce, "another value")
+            raise usage.UsageError(f"--{parameterName} {value}: expected {expected}") from None
+
+
 class _ParseOnly:
     """Stands in for the reactor while endpoint strings are only parsed, never listened on."""
-
-
-#: Endpoint kinds whose listen backlog exftp raises from Twisted's 50.
-_BACKLOG_KINDS = ("tcp:", "tcp6:", "ssl:")
-#: The listen backlog given to those endpoints unless the string sets one.
-DEFAULT_BACKLOG = 1024
-
-
-def with_backlog(description: str) -> str:
-    """
-    Add C{backlog=1024} to a TCP or SSL endpoint string (also behind a
-    C{haproxy:} prefix) that sets none, so that a burst of clients is queued
-    rather than dropped (Twisted's default is 50).
-    """
-    inner = description.removeprefix("haproxy:")
-    if not inner.startswith(_BACKLOG_KINDS) or "backlog=" in inner:
-        return description
-    return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
 def check_endpoint(description: str, option: str = "--port", trusted_proxies: Sequence[IPNetwork] = ()) -> None:
@@ -314,6 +306,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-sessions", None, 1000, "Control connections allowed at once.", int],
         ["max-sessions-per-ip", None, 50, "Control connections allowed at once from one address.", int],
         ["max-passive-listeners", None, 1000, "Passive data ports open at once.", int],
+        ["max-passive-listeners-per-ip", None, 20, "Passive data ports open at once for one address.", int],
         ["ban-threshold", None, 20, "Failed logins from one address within --ban-window that ban it (0: off).", int],
         ["ban-window", None, 600.0, "Seconds over which failed logins are counted for a ban.", float],
         ["ban-time", None, 900.0, "Seconds a banned address is refused.", float],
@@ -358,11 +351,28 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["sftp_ports"] = []
         self["host_key_files"] = []
         self._command_line_auth_options: set[str] = set()
+        for name, dispatch in self._dispatch.items():
+            if isinstance(dispatch, usage.CoerceParameter):
+                self._dispatch[name] = _NamedCoerce(self, dispatch.coerce)
 
     # The configuration file
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """Apply the configuration file and the environment, then the command line over them."""
+        """
+        Apply the configuration file and the environment, then the command
+        line over them. Under twistd, an error is printed on standard error
+        with a pointer to C{--help} (not after the whole help, on standard
+        output, as twistd would) and exits with status 1.
+        """
+        try:
+            self._parse(options)
+        except usage.UsageError as error:
+            if self.parent is None:  # called from Python: the caller handles it
+                raise
+            sys.stderr.write(f"twistd exftp: error: {error}\nRun 'twistd exftp --help' for the options.\n")
+            raise SystemExit(1) from None
+
+    def _parse(self, options: Sequence[str] | None) -> None:
         arguments = list(sys.argv[1:] if options is None else options)
         given = self._command_line_names(arguments)
         settings = settings_of(Options, _EXTRA_SETTINGS)
@@ -462,6 +472,41 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         _help(self.authOutput, "auth", _AUTHENTICATOR_HELP, authenticator_plugins())
         self.authOutput.write("\ntwisted.cred checkers (--help-auth-type NAME for more):\n")
         _table(sorted(checkers), self.authOutput)
+        raise SystemExit(0)
+
+    def opt_help_auth_type(self, name: str) -> None:
+        """
+        Show how to use one authenticator: exftp's own, a plugin's or a twisted.cred checker's.
+        """
+        out = self.authOutput
+        described = dict(_AUTHENTICATOR_HELP)
+        kind = next((spec for spec in described if spec.partition(":")[0] == name), None)
+        plugin = authenticator_plugins().get(name)
+        if kind is not None:
+            out.write(f"Usage: --auth {kind}\n\n  {described[kind]}\n")
+            if name in HTTP_AUTHENTICATORS:
+                options = sorted(_COMMON_OPTIONS | HTTP_AUTHENTICATORS[name].extra_options)
+                out.write(f"\n  --auth-option KEY=VALUE (repeatable), KEY one of: {', '.join(options)}\n")
+        elif plugin is not None and name not in {f.authType for f in self._checkerFactoriesForOptHelpAuth()}:
+            out.write(f"Usage: --auth {name}:ARGUMENT\n\n  {plugin.description}\n")
+        else:
+            try:
+                super().opt_help_auth_type(name)
+            except usage.UsageError:
+                raise usage.UsageError(
+                    f"--help-auth-type {name}: unknown authenticator (twistd exftp --help-auth lists them)"
+                ) from None
+        raise SystemExit(0)
+
+    def opt_version(self) -> None:
+        """
+        Show exftp's version (and Twisted's and Python's), then exit.
+        """
+        from twisted import copyright
+
+        from . import __version__
+
+        print(f"exftp {__version__} (Twisted {copyright.version}, Python {sys.version.split()[0]})")
         raise SystemExit(0)
 
     def opt_help_storage(self) -> None:
@@ -602,224 +647,61 @@ _NON_NEGATIVE = tuple(
 )
 
 
-class _ServerService(service.MultiService):
-    """
-    The top service; with a log observer, it makes that twistd's observer
-    (twistd asks the application for an L{ILogObserver} before it logs).
-    """
-
-    def __init__(self, log_observer: ILogObserver | None = None) -> None:
-        super().__init__()
-        self.log_observer = log_observer
-
-    def setServiceParent(self, parent: Any) -> None:
-        if self.log_observer is not None and isinstance(parent, Componentized):
-            parent.setComponent(ILogObserver, self.log_observer)
-        super().setServiceParent(parent)
-
-
-class _ListeningService(service.Service):
-    """Listens on one endpoint and logs the address it got (port 0 included)."""
-
-    def __init__(
-        self,
-        description: str,
-        factory: IProtocolFactory,
-        reactor: Any,
-        announcement: str = "exftp listening on {host}:{port}",
-        trusted_proxies: Sequence[IPNetwork] = (),
-    ) -> None:
-        self.description = description
-        self.factory = factory
-        self.reactor = reactor
-        self.trusted_proxies = trusted_proxies
-        self.announcement = announcement
-        self._port: Any = None
-
-    def startService(self) -> None:
-        super().startService()
-        endpoint = server_endpoint(self.reactor, self.description, self.trusted_proxies)
-        failures: list[Any] = []
-        endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
-        if failures:
-            reason = failures[0].getErrorMessage()
-            raise SystemExit(f"exftp: cannot listen on {self.description}: {reason}")
-
-    def _listening(self, port: Any) -> None:
-        self._port = port
-        address = port.getHost()
-        # Announce readiness once the reactor runs (and its signal handlers are in place).
-        self.reactor.callWhenRunning(_log.info, self.announcement, host=address.host, port=address.port)
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._port is not None:
-            return self._port.stopListening()  # type: ignore[no-any-return]
-        return None
-
-
-class _ShutdownService(service.Service):
-    """
-    On stop, lets transfers finish for a while, sends 421 to every session
-    and waits for them to close; then runs the clean-ups (hooks deliver what
-    is left, the transfer log is written out).
-    """
-
-    def __init__(self, factory: FTPFactory, grace: float, cleanups: Sequence[Callable[[], Any]] = ()) -> None:
-        self.factory = factory
-        self.grace = grace
-        self.cleanups = list(cleanups)
-
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        closed = self.factory.shutdown(self.grace)
-        return closed.addBoth(lambda _: DeferredList([self._clean_up(cleanup) for cleanup in self.cleanups]))
-
-    @staticmethod
-    def _clean_up(cleanup: Callable[[], Any]) -> Deferred[Any]:
-        """Run one clean-up; its failure is logged."""
-        running = maybeDeferred(cleanup)
-        return running.addErrback(lambda failure: _log.failure("Clean-up {c!r} failed", failure, c=cleanup))
-
-
-def _on_sighup(reactor: Any, actions: Sequence[Callable[[], None]]) -> None:
-    """Run C{actions} in the reactor on SIGHUP (reload the TLS certificate, reopen the transfer log)."""
-
-    def run() -> None:
-        if not actions:
-            _log.info("SIGHUP received: nothing to reload")
-        for action in actions:
-            try:
-                action()
-            except Exception:
-                _log.failure("SIGHUP action {action!r} failed", action=action)
+def _on_sighup(reactor: Any, action: Callable[[], None]) -> None:
+    """Run C{action} in the reactor on SIGHUP (reload the TLS certificate, reopen the transfer log)."""
 
     def handler(signum: int, frame: Any) -> None:
-        reactor.callFromThread(run)
+        reactor.callFromThread(action)
 
     signal.signal(signal.SIGHUP, handler)
 
 
-def _hook_queues(options: Options, reactor: Any) -> tuple[list[HookQueue], list[Callable[[], Any]]]:
-    """The hook queues that the options ask for, and their clean-ups (deliver what is left, close)."""
-    settings = {
-        "reactor": reactor,
-        "actions": options["hook_actions"],
-        "max_queue": options["hook-queue"],
-        "retries": options["hook-retries"],
+def config_from_options(options: Options) -> Config:
+    """The L{Config} that parsed options describe."""
+    plain: dict[str, Any] = {
+        name: bool(options[setting.option]) if setting.kind == FLAG else options[setting.option]
+        for name, setting in _PLAIN.items()
     }
-    timeout = options["hook-timeout"]
-    queues: list[HookQueue] = []
-    cleanups: list[Callable[[], Any]] = []
-    for name in options["hooks"]:
-        queue = HookQueue(load_callable(name), name, **settings)
-        queues.append(queue)
-        cleanups.append(partial(queue.stop, timeout))
-    for url in options["webhooks"]:
-        webhook = WebhookHook(url, timeout=timeout, reactor=reactor)
-        queue = HookQueue(webhook, redacted(url), **settings)
-        queues.append(queue)
-        cleanups.append(partial(_stop_webhook, queue, webhook, timeout))
-    return queues, cleanups
+    return Config(
+        authenticator=options["authenticator"],
+        storage_factory=options["storage_factory"],
+        ports=tuple(options["ports"]),
+        passive_ports=options["passive_range"],
+        trusted_proxies=tuple(options["trusted_networks"]),
+        hooks=tuple(load_callable(name) for name in options["hooks"]),
+        webhooks=tuple(options["webhooks"]),
+        hook_events=options["hook_actions"],
+        sftp_ports=tuple(options["sftp_ports"]),
+        ssh_host_keys=tuple(options["ssh_host_keys"]),
+        **plain,
+    )
 
 
-def _stop_webhook(queue: HookQueue, webhook: WebhookHook, timeout: float) -> Deferred[None]:
-    """Let a webhook's queue deliver what is left, then close its connections."""
-    return queue.stop(timeout).addBoth(lambda _: webhook.close())
+#: The options that are a L{Config} field as they are (flags as booleans), by the field's name.
+_PLAIN = {
+    field.name: setting
+    for field in fields(Config)
+    if (setting := settings_of(Options).get(field.name)) is not None
+    and field.name not in ("passive_ports", "hook_events")
+}
 
 
 def makeService(options: Options) -> service.MultiService:
-    """Build the exftp service tree from parsed options."""
-    authenticator = options["authenticator"]
-    storage_factory = options["storage_factory"]
-    metrics = None
-    if options["metrics"] is not None:
-        from ._metrics import Metrics
+    """Build the exftp service tree from parsed options, with twistd's log observer and signal handlers."""
+    config = config_from_options(options)
+    from twisted.internet import reactor as global_reactor
 
-        metrics = Metrics()
-        authenticator = metrics.authenticator(authenticator)
-        storage_factory = metrics.storage_factory(storage_factory)
-    factory = FTPFactory(
-        authenticator,
-        storage_factory,
-        banner=options["banner"],
-        passive_ports=options["passive_range"],
-        passive_address=options["passive-address"],
-        idle_timeout=options["idle-timeout"],
-        data_timeout=options["data-timeout"],
-        allow_foreign_addresses=bool(options["allow-foreign-addresses"]),
-        login_failure_delay=options["login-failure-delay"],
-        max_login_failures=options["max-login-failures"],
-        login_timeout=options["login-timeout"],
-        stalled_timeout=options["stalled-timeout"],
-        max_sessions=options["max-sessions"],
-        max_sessions_per_ip=options["max-sessions-per-ip"],
-        max_passive_listeners=options["max-passive-listeners"],
-        trusted_proxies=options["trusted_networks"],
-        tls=options["tls"],
-        tls_policy=TLSPolicy(
-            require_tls=bool(options["require-tls"]),
-            require_protected_data=bool(options["require-prot-p"]),
-            require_session_reuse=bool(options["require-tls-reuse"]),
-        ),
-        defender=Defender(options["ban-threshold"], options["ban-window"], options["ban-time"])
-        if options["ban-threshold"] > 0
-        else None,
-    )
-    reactor = factory.reactor
-    observer = None
+    try:
+        check_at_start(global_reactor, storage=config.storage_factory, auth=config.authenticator)
+    except ConfigurationError as error:
+        sys.stderr.write(f"twistd exftp: error: {error}\n")
+        raise SystemExit(1) from None
+    top = build_service(config)
+    reactor = top.factory.reactor
     if not options._twistd_option("syslog"):  # text to syslog stays twistd's own
         out = options.log_file()
-        observer = log_observer(out, options["log-format"])
+        top.log_observer = log_observer(out, options["log-format"])
         rotate_on_sigusr1(reactor, out)
-    top = _ServerService(observer)
-    cleanups: list[Callable[[], Any]] = []
-    on_sighup: list[Callable[[], None]] = []
-    if options["tls"] is not None:
-        on_sighup.append(options["tls"].reload)
-    if options.get("users_authenticator") is not None:
-        on_sighup.append(options["users_authenticator"].reload)
-    if options["xferlog"] is not None:
-        transfer_log = TransferLog(options["xferlog"], reactor=reactor)
-        factory.observers.append(transfer_log)
-        cleanups.append(transfer_log.close)
-        on_sighup.append(transfer_log.reopen)
-    close_storage = getattr(options["storage_factory"], "close", None)
-    if close_storage is not None:
-        cleanups.append(close_storage)  # e.g. the S3 connection pool and its background aborts
-    queues, hook_cleanups = _hook_queues(options, reactor)
-    factory.observers.extend(queues)
-    cleanups.extend(hook_cleanups)
-    _on_sighup(reactor, on_sighup)  # a server never dies of SIGHUP, even with nothing to reload
-    _ShutdownService(factory, options["shutdown-grace"], cleanups).setServiceParent(top)
-    CleanupService(options["storage_factory"], options["cleanup-age"] or None).setServiceParent(top)
-    for description in options["ports"]:
-        _ListeningService(
-            with_backlog(description), factory, reactor, trusted_proxies=options["trusted_networks"]
-        ).setServiceParent(top)
-    _sftp_services(options, factory, reactor, top)
-    if metrics is not None:
-        metrics.bind(factory)
-        site = Site(metrics.resource())
-        site.noisy = False
-        _ListeningService(
-            options["metrics"], site, reactor, "exftp metrics at http://{host}:{port}/metrics"
-        ).setServiceParent(top)
+    _on_sighup(reactor, top.reload)  # a server never dies of SIGHUP, even with nothing to reload
     return top
 
-
-def _sftp_services(options: Options, factory: FTPFactory, reactor: Any, top: service.MultiService) -> None:
-    """Listen for SFTP on the --sftp endpoints, with the FTP server's policy; log the host keys."""
-    if not options["sftp_ports"]:
-        return
-    from .sftp import SFTPFactory, fingerprint
-
-    sftp = SFTPFactory(factory, options["ssh_host_keys"])
-    for key in options["ssh_host_keys"]:
-        reactor.callWhenRunning(_log.info, "SSH host key{new}: {fingerprint}", fingerprint=fingerprint(key),
-                                new=" (generated now)" if options.get("ssh_host_key_generated") else "")
-    for description in options["sftp_ports"]:
-        _ListeningService(
-            with_backlog(description), sftp, reactor, "exftp SFTP listening on {host}:{port}",
-            trusted_proxies=options["trusted_networks"],
-        ).setServiceParent(top)

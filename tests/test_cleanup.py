@@ -180,7 +180,7 @@ def test_sweep_stops_at_its_limit_and_when_told(tmp_path: Path) -> None:
 def test_sweep_reports_what_it_cannot_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stuck = Tree(tmp_path).file(f"ro/{_leftover('n1', dead_pid())}")
 
-    def refuse(path: str) -> None:
+    def refuse(path: str, **_: object) -> None:  # dir_fd: the sweep removes by descriptor
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr(os, "unlink", refuse)
@@ -429,7 +429,8 @@ def test_node_in_the_s3_spec() -> None:
 
 def _command(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "exftp._cleanup", *arguments], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "exftp._cleanup_cli", *arguments],
+        capture_output=True, text=True, timeout=60, check=False,
     )
 
 

@@ -84,5 +84,12 @@ def test_the_core_api_is_exported() -> None:
         "ReadOnlyStorage",
         "AnonymousAuthenticator",
         "CredentialsCheckerAuthenticator",
+        # What an application needs to run what twistd exftp runs (README: Using it from Python).
+        "Config",
+        "build_service",
+        "ServerService",
+        "log_observer",
+        "FileStorageFactory",
+        "Metrics",
     }
     assert core <= set(exftp.__all__)

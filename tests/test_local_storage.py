@@ -19,6 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer, implementer_only
 
@@ -28,6 +29,7 @@ from exftp import (
     FileKind,
     FileNotFound,
     FileStorage,
+    FileStorageFactory,
     FTPError,
     InsufficientStorage,
     InvalidPath,
@@ -39,10 +41,11 @@ from exftp import (
     VirtualPath,
     WriteMode,
 )
-from exftp._interfaces import IPagedListing
+from exftp._interfaces import IPagedListing, Session
 from exftp._listing import format_list
 from exftp.storage import _local
 from exftp.storage._local import TEMPORARY_PREFIX, storage_error
+from exftp.storage._pool import StoragePool
 
 
 def P(text: str) -> VirtualPath:
@@ -353,7 +356,12 @@ class EntryTests(FileStorageTestCase):
         a, b, sub = await self.storage.list(VirtualPath.root())
         st = os.stat(self.local("/a.txt"))
         assert (a.name, a.kind, a.size, a.permissions, a.links, a.mtime) == (
-            "a.txt", FileKind.FILE, 5, 0o4640, 2, st.st_mtime
+            "a.txt",
+            FileKind.FILE,
+            5,
+            0o4640,
+            2,
+            st.st_mtime,
         )
         assert a.unique == f"{st.st_dev:x}g{st.st_ino:x}" == b.unique  # hard links are one object
         assert (sub.kind, sub.size, sub.permissions & 0o700) == (FileKind.DIRECTORY, 0, 0o700)
@@ -534,3 +542,137 @@ class ErrnoMappingTests(SynchronousTestCase):
         os.mkdir(os.path.join(root, "full"))
         os.mkdir(os.path.join(root, "full", "child"))
         assert isinstance(self.failureResultOf(storage.remove_directory(P("/full"))).value, DirectoryNotEmpty)
+
+
+class ShieldedAbortTests(FileStorageTestCase):
+    """The teardown that asks for an abort may stop waiting for it, not stop it."""
+
+    async def test_cancelled_abort_still_removes_the_temporary_file(self) -> None:
+        self.write_local(self.local("/old.bin"), b"old")
+        release = threading.Event()
+        real = _local._FileWriter._write_all
+
+        def slow(writer: Any, chunks: list[bytes], size: int) -> None:
+            release.wait(10)
+            real(writer, chunks, size)
+
+        self.patch(_local._FileWriter, "_write_all", slow)
+        target = await self.storage.open_write(P("/old.bin"), WriteMode.TRUNCATE, 0)
+        target.write(b"x" * (2 * 1024 * 1024))  # a batch: a write is running in a thread
+        aborting = target.abort()
+        aborting.cancel()
+        assert self.successResultOf(aborting) is None  # no CancelledError for the teardown to log
+        release.set()
+        await eventually(lambda: not self.temporaries() and not _open_descriptors_under(self.root))
+        assert self.temporaries() == []
+        assert _open_descriptors_under(self.root) == []
+        assert self.read_local(self.local("/old.bin")) == b"old"
+
+
+class PoolTests(FileStorageTestCase):
+    """Disk work has threads of its own, and work nobody waits for does not start."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.pool = StoragePool(reactor, threads=1)
+        self.storage = FileStorage(self.root, reactor, pool=self.pool)
+        self.release = threading.Event()
+        self.addCleanup(self.release.set)
+
+    def occupy(self) -> Deferred[bool]:
+        """Keep the pool's only thread busy until C{self.release} is set."""
+        return self.pool.run(self.release.wait, 10)
+
+    async def test_a_busy_storage_pool_leaves_the_reactors_free(self) -> None:
+        busy = self.occupy()
+        assert await deferToThread(lambda: "looked up") == "looked up"  # as a host-name lookup would
+        assert not busy.called
+        self.release.set()
+        assert await busy is True
+
+    async def test_an_upload_cancelled_while_queued_never_starts(self) -> None:
+        created: list[VirtualPath] = []
+        real = FileStorage._create
+
+        def recording(storage: FileStorage, path: VirtualPath, *args: Any) -> Any:
+            created.append(path)
+            return real(storage, path, *args)
+
+        self.patch(FileStorage, "_create", recording)
+        busy = self.occupy()
+        opening = self.storage.open_write(P("/queued"), WriteMode.TRUNCATE, 0)
+        opening.cancel()
+        self.failureResultOf(opening)
+        self.release.set()
+        await busy
+        await self.pool.run(lambda: None)  # every job queued before has had its turn
+        assert created == []
+        assert os.listdir(self.root) == []
+
+    async def test_a_factorys_storages_share_its_pool(self) -> None:
+        factory = FileStorageFactory(self.root, reactor, node="n1", threads=3)
+        assert factory.pool.threads == 3
+        storage = await factory.storage_for(Session("u", None))
+        assert isinstance(storage, FileStorage) and storage._pool is factory.pool
+        os.makedirs(self.local("/homes/u"))
+        os.symlink("homes/u", self.local("/u-link"))
+        os.symlink(self.outside, self.local("/out"))
+        home = await factory.storage_for(Session("u", P("/u-link")))
+        assert isinstance(home, FileStorage) and home.root == self.local("/homes/u")
+        for missing in ("/out", "/nothing", "/homes/u/" + TEMPORARY_PREFIX + "x"):
+            self.failureResultOf(factory.storage_for(Session("u", P(missing))), PermissionDenied, FileNotFound)
+        with self.assertRaises(ValueError):
+            StoragePool(reactor, threads=0)
+
+
+class CopyTests(SynchronousTestCase):
+    """Resuming or appending copies the old bytes in the kernel, in chunks that can be stopped."""
+
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp(prefix="exftp-copy-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.data = os.urandom(100_000)
+        with open(os.path.join(directory, "old"), "wb") as file:
+            file.write(self.data)
+        self.source = os.open(os.path.join(directory, "old"), os.O_RDONLY)
+        self.target = os.open(os.path.join(directory, "new"), os.O_RDWR | os.O_CREAT)
+        self.addCleanup(os.close, self.source)
+        self.addCleanup(os.close, self.target)
+        self.patch(_local, "_COPY_CHUNK", 4096)
+
+    def copied(self) -> bytes:
+        return os.pread(self.target, len(self.data) + 1, 0)
+
+    def test_copies_all_or_a_prefix(self) -> None:
+        assert _local._copy(self.source, self.target, None, threading.Event()) == len(self.data)
+        assert self.copied() == self.data
+        os.lseek(self.source, 0, os.SEEK_SET)
+        os.ftruncate(self.target, 0)
+        os.lseek(self.target, 0, os.SEEK_SET)
+        assert _local._copy(self.source, self.target, 10_000, threading.Event()) == 10_000
+        assert self.copied() == self.data[:10_000]
+
+    def test_stops_between_chunks_once_asked(self) -> None:
+        stopping = threading.Event()
+        calls = []
+        real = os.copy_file_range
+
+        def counting(source: int, target: int, count: int) -> int:
+            calls.append(count)
+            if len(calls) == 3:
+                stopping.set()  # the session went while the third chunk was copied
+            return real(source, target, count)
+
+        self.patch(_local.os, "copy_file_range", counting)
+        with self.assertRaises(OSError) as stopped:
+            _local._copy(self.source, self.target, None, stopping)
+        assert stopped.exception.errno == errno.ECANCELED
+        assert calls == [4096, 4096, 4096]
+
+    def test_falls_back_to_reading_and_writing(self) -> None:
+        def unsupported(source: int, target: int, count: int) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        self.patch(_local.os, "copy_file_range", unsupported)
+        assert _local._copy(self.source, self.target, None, threading.Event()) == len(self.data)
+        assert self.copied() == self.data

@@ -47,7 +47,7 @@ _EVENTS: list[dict[str, Any]] = [
     {"log_format": b"bytes format {n}", "n": 1, "log_time": 1764601204.0},
     {"log_format": "", "log_time": 1764601204.0},
     {"log_format": "system with\na break", "log_system": "odd\nsystem", "log_time": 1764601205.0},
-    {"message": ("no format",), "log_time": 1764601205.0},
+    {"message": ("no format",), "isError": 0, "system": "-", "time": 1764601205.0, "log_time": 1764601205.0},
 ]
 
 
@@ -77,11 +77,52 @@ def test_text_lines_are_twisteds() -> None:
     assert "ZeroDivisionError" in ours.getvalue() and "Login of 'ann' from 192.0.2.7" in ours.getvalue()
 
 
-def test_json_lines() -> None:
+def _json_records(*events: dict[str, Any]) -> list[dict[str, Any]]:
     out = io.StringIO()
-    log_observer(out, "json")(dict(_EVENTS[0]))
-    (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert record["user"] == "ann" and record["log_format"] == "Login of {user!r} from {peer}"
+    observer = log_observer(out, "json")
+    for event in events:
+        observer(dict(event))
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_json_lines_are_flat_objects_that_shippers_read() -> None:
+    (record,) = _json_records(_EVENTS[0])
+    assert record == {
+        "time": "2025-12-01T15:00:00.250Z",
+        "level": "info",
+        "message": "Login of 'ann' from 192.0.2.7",
+        "logger": "exftp",
+        "user": "ann",
+        "peer": "192.0.2.7",
+    }
+
+
+def test_every_event_is_one_json_line() -> None:
+    records = _json_records(*_EVENTS, _failure_event())
+    # The empty-text event is left out, as in the text format; every other is a line.
+    assert len(records) == len(_EVENTS)
+    assert all({"time", "level", "message", "logger"} <= record.keys() for record in records)
+    assert not any(key.startswith("log_") for record in records for key in record)
+    by_message = {record["message"]: record for record in records}
+    assert by_message["legacy line"]["system"] == "HTTPChannel,3,127.0.0.1"
+    assert by_message["no format"].keys() == {"time", "level", "message", "logger"}
+    assert by_message["two\nlines"]["level"] == "warn"
+    assert by_message["no time"]["time"] is None
+    odd = by_message["192.0.2.9:00021 1,234,567    'a b'"]
+    assert odd["peer"].startswith("<test_logging._Peer object") and odd["size"] == 1234567 and odd["level"] == "debug"
+    failure = by_message["Unexpected error handling LIST"]
+    assert failure["level"] == "critical" and failure["verb"] == "LIST"
+    assert "ZeroDivisionError" in failure["traceback"] and "division by zero" in failure["error"]
+
+
+def test_json_keeps_fields_named_like_its_own_keys_and_survives_odd_values() -> None:
+    odd = {"time": 5, "level": "x", "ratio": float("nan"), "raw": b"\xff", "nested": {1: "a"}}
+    (record,) = _json_records(
+        {"log_format": "m", "log_time": 0.0, "log_level": LogLevel.error, "log_namespace": "exftp.test", **odd}
+    )
+    assert record["time"] == "1970-01-01T00:00:00.000Z" and record["field_time"] == 5 and record["field_level"] == "x"
+    assert record["level"] == "error" and record["logger"] == "exftp.test"
+    assert record["ratio"] == "nan" and record["raw"] == "b'\\xff'" and record["nested"] == "{1: 'a'}"
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -169,3 +210,12 @@ def test_plain_events_skip_twisteds_formatter(monkeypatch: pytest.MonkeyPatch) -
     observer(_failure_event())  # tracebacks are Twisted's
     assert out.getvalue().splitlines()[0].endswith("[exftp#info] Login of 'ann' from 192.0.2.7")
     assert [event["log_format"] for event in handed_over] == ["called {answer()}", "Unexpected error handling {verb}"]
+
+
+def test_the_readmes_json_line_is_what_a_login_writes() -> None:
+    from test_plugins import readme_blocks
+
+    [text] = readme_blocks("jsonl", "Operating exftp")
+    login = {"log_format": "Login of {user!r} from {peer}", "user": "alice", "peer": "198.51.100.7",
+             "log_namespace": "exftp", "log_level": LogLevel.info, "log_time": 1796689969.123}  # fmt: skip
+    assert _json_records(login) == [json.loads(text)]

@@ -18,6 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -261,9 +262,7 @@ class PageTests(TestCase):
     async def test_scrape(self) -> None:
         metrics = Metrics()
         metrics(event(Action.UPLOAD, bytes=42))
-        site = Site(metrics.resource())
-        site.noisy = False
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, metrics.site(), interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         url = f"http://127.0.0.1:{port.getHost().port}"
         response = await treq.get(url + "/metrics", persistent=False)
@@ -279,3 +278,22 @@ class PageTests(TestCase):
         missing = await treq.get(url + "/other", persistent=False)
         self.assertEqual(missing.code, 404)
         await missing.content()
+
+    async def test_resource_served_at_metrics_of_an_applications_own_site(self) -> None:
+        """The README's way: the application's root holds C{metrics.resource()} at C{/metrics}."""
+        metrics = Metrics()
+        metrics(event(Action.DOWNLOAD, bytes=7))
+        root = Resource()
+        root.putChild(b"metrics", metrics.resource())
+        site = Site(root)
+        site.noisy = False
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        for path in ("/metrics", "/metrics/"):
+            response = await treq.get(url + path, persistent=False)
+            self.assertEqual(response.code, 200, path)
+            self.assertIn('exftp_transfer_bytes_total{direction="download"} 7.0', await response.text())
+        below = await treq.get(url + "/metrics/other", persistent=False)
+        self.assertEqual(below.code, 404)
+        await below.content()

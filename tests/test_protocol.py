@@ -42,11 +42,17 @@ class _Client:
     """One control connection to a server built on memory parts."""
 
     def __init__(
-        self, ipv6: bool = False, mapped: bool = False, same_server: _Client | None = None, **options: Any
+        self,
+        ipv6: bool = False,
+        mapped: bool = False,
+        same_server: _Client | None = None,
+        address: str = CLIENT,
+        **options: Any,
     ) -> None:
         """
         @param same_server: another client whose server (reactor, storage,
             users and factory) this one connects to, as a second session.
+        @param address: the client's IPv4 address.
         """
         if same_server is not None:
             self.reactor, self.storage = same_server.reactor, same_server.storage
@@ -66,7 +72,7 @@ class _Client:
         elif ipv6:
             host, peer = IPv6Address("TCP", "::1", 21), IPv6Address("TCP", "::1", port)
         else:
-            host, peer = IPv4Address("TCP", CLIENT, 21), IPv4Address("TCP", CLIENT, port)
+            host, peer = IPv4Address("TCP", CLIENT, 21), IPv4Address("TCP", address, port)
         self.proto = self.factory.buildProtocol(peer)
         self.transport = StringTransport(hostAddress=host, peerAddress=peer)
         self.proto.makeConnection(self.transport)
@@ -355,6 +361,7 @@ class DataChannelSetupTests(SynchronousTestCase):
         client.reactor.busy.update({40000, 40001})
         client.login()
         self.assertEqual(client.send("PASV")[0][:4], "425 ")
+        self.assertEqual(client.factory.passive_listeners, 0)  # counted only while a port is open
         self.assertEqual(client.send("NOOP")[0][:4], "200 ")
 
     def test_epsv(self) -> None:
@@ -824,6 +831,39 @@ class HardeningTests(SynchronousTestCase):
         # ...and served once it is closed.
         self.assertEqual(other.send("PASV")[0][:4], "227 ")
         self.assertEqual(client.factory.passive_listeners, 1)
+
+    def test_passive_listener_share_per_address(self) -> None:
+        """
+        One address holds at most its share of passive listeners, so another
+        address still gets one; each way a listener ends gives its share back.
+        """
+        first = _Client(max_passive_listeners=10, max_passive_listeners_per_ip=2, data_timeout=30)
+        greedy = [first, *(_Client(same_server=first) for _ in range(4))]
+        for client in greedy:
+            client.login()
+        listening = [greedy[0].passive(), greedy[1].passive()]
+        # A second PASV of the same session replaces its listener: still two.
+        listening[1] = greedy[1].passive()
+        refused = "425 Too many passive connections from your address; try again later."
+        self.assertEqual(greedy[2].send("PASV"), [refused])
+        self.assertEqual(greedy[2].send("EPSV"), [refused])
+        other = _Client(same_server=first, address="127.0.0.2")
+        other.login()
+        self.assertEqual(other.send("PASV")[0][:4], "227 ")
+        self.assertEqual(first.factory.passive_listeners, 3)
+        # The data connection arrives: the port closes and the share is back.
+        greedy[0].connect(listening[0])
+        self.assertEqual(first.factory.passive_listeners, 2)
+        self.assertEqual(greedy[2].send("PASV")[0][:4], "227 ")
+        # ABOR, a disconnect and the data timeout give theirs back too.
+        greedy[2].send("ABOR")
+        self.assertEqual(greedy[3].send("PASV")[0][:4], "227 ")
+        greedy[3].proto.connectionLost(Failure(internet_error.ConnectionDone()))
+        self.assertEqual(greedy[4].send("EPSV")[0][:4], "229 ")
+        self.assertEqual(greedy[2].send("PASV"), [refused])
+        first.reactor.advance(31)
+        self.assertEqual(first.factory.passive_listeners, 0)
+        self.assertEqual(greedy[2].send("PASV")[0][:4], "227 ")
 
     def test_stalled_transfer_is_aborted(self) -> None:
         client = _Client(stalled_timeout=30)

@@ -29,10 +29,12 @@ from test_storage_contract import P, RecordingConsumer, StorageContractMixin, tu
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -425,6 +427,85 @@ class S3SemanticsTests(MotoMixin, TestCase):
         await self.assertFails(self.storage.set_mtime(P("/d"), 0), PermissionDenied)
         await self.assertFails(self.storage.set_permissions(P("/g"), 0o600), ParameterNotSupported)
 
+    def last_modified(self, key: str) -> float:
+        head = self.head(key)
+        assert head is not None
+        return float(head["LastModified"].timestamp())
+
+    async def listed(self, path: str = "/") -> dict[str, float]:
+        return {info.name: info.mtime for info in await self.storage.list(P(path))}
+
+    async def test_listings_show_the_mfmt_time(self) -> None:
+        """LIST and MLSD show what MDTM shows, from a note per file: no HEAD per entry."""
+        self.put("d/f", b"content")
+        self.put("d/g", b"other")
+        await self.storage.set_mtime(P("/d/f"), 1234567890.5)
+        heads = []
+        real_head = self.storage._client.head
+
+        async def head(key: str) -> Any:
+            heads.append(key)
+            return await real_head(key)
+
+        self.storage._client.head = head  # type: ignore[method-assign]
+        listed = await self.listed("/d")
+        assert listed == {"f": 1234567890.5, "g": self.last_modified("d/g")}
+        assert heads == []
+        view = S3Storage(self.factory.client, "d/", reactor)  # a session rooted at /d sees the same
+        assert {info.name: info.mtime for info in await view.list(VirtualPath.root())} == listed
+        self.storage._client.head = real_head  # type: ignore[method-assign]
+        assert (await self.storage.stat(P("/d/f"))).mtime == 1234567890.5
+        # A second MFMT replaces the note; the notes are never listed.
+        await self.storage.set_mtime(P("/d/f"), 1600000000.0)
+        assert (await self.listed("/d"))["f"] == 1600000000.0
+        assert [key.rsplit("@", 3)[0] for key in self.keys() if key.startswith(".exftp-upload-mtimes/")] == [
+            ".exftp-upload-mtimes/d/f"
+        ]
+        # A rename carries the time, and leaves no note behind.
+        await self.storage.rename(P("/d/f"), P("/d/h"))
+        assert await self.listed("/d") == {"g": self.last_modified("d/g"), "h": 1600000000.0}
+        assert [key for key in self.keys() if key.startswith(".exftp-upload-mtimes/d/f@")] == []
+
+    async def test_an_upload_over_a_file_with_a_mfmt_time_shows_its_own(self) -> None:
+        self.put("f", b"old")
+        await self.storage.set_mtime(P("/f"), 1234567890.0)
+        upload = await self.storage.open_write(P("/f"), WriteMode.TRUNCATE, 0)
+        upload.write(b"new content")
+        await upload.finish()
+        assert await self.listed() == {"f": self.last_modified("f")}
+        assert (await self.storage.stat(P("/f"))).mtime == self.last_modified("f")
+        # Written behind exftp's back, with the same content: a new LastModified still tells.
+        await self.storage.set_mtime(P("/f"), 1234567890.0)
+        await deferLater(reactor, 1.1, lambda: None)
+        self.put("f", b"new content")
+        assert await self.listed() == {"f": self.last_modified("f")}
+
+    async def test_dele_and_rmd_remove_the_notes(self) -> None:
+        self.put("d/", b"")
+        self.put("d/f", b"x")
+        await self.storage.set_mtime(P("/d/f"), 1234567890.0)
+        with self.assertRaises(DirectoryNotEmpty):
+            await self.storage.remove_directory(P("/d"))
+        await self.storage.remove_file(P("/d/f"))
+        assert self.keys() == ["d/"]
+        self.put("d/g", b"y")
+        await self.storage.set_mtime(P("/d/g"), 1234567890.0)
+        self.s3.delete_object(Bucket=self.bucket, Key="d/g")  # behind exftp's back: the note stays
+        await self.storage.remove_directory(P("/d"))
+        assert self.keys() == []
+
+    async def test_directories_show_their_marker_time_else_their_newest_object(self) -> None:
+        await self.storage.make_directory(P("/made"))
+        self.put("implicit/a", b"a")
+        self.put("implicit/deeper/b", b"b")
+        marker, newest = self.last_modified("made/"), self.last_modified("implicit/deeper/b")
+        assert marker > 0 and newest > 0
+        assert (await self.storage.stat(P("/made"))).mtime == marker
+        assert (await self.storage.stat(P("/implicit"))).mtime == max(newest, self.last_modified("implicit/a"))
+        listed = await self.listed()
+        assert listed == {"made": marker, "implicit": max(newest, self.last_modified("implicit/a"))}
+        assert (await self.storage.stat(VirtualPath.root())).mtime > 0
+
     async def test_session_prefix_isolates_users(self) -> None:
         factory = self.make_s3_factory(prefix="/users/")
         self.put("users/alice/", b"")
@@ -694,6 +775,19 @@ class S3ErrorTests(MotoMixin, TestCase):
         self.s3.delete_bucket(Bucket=self.bucket)
         with self.assertRaises(FTPError):
             await storage.list(VirtualPath.root())
+
+
+class S3LogTests(MotoMixin, TestCase):
+    """The default HTTP client's connections log nothing routine."""
+
+    async def test_new_connections_log_no_factory_lines(self) -> None:
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        storage = self.s3_storage(self.make_s3_factory(max_connections=3))
+        self.put("f", b"x")
+        # Concurrent requests need new connections, each made by the pool's factory.
+        await gatherResults([storage.stat(P("/f")) for _ in range(6)])
+        texts = [formatEvent(event) for event in observer]
+        assert not [text for text in texts if "factory" in text.lower()], texts
 
 
 class S3CredentialTests(MotoMixin, TestCase):
@@ -1045,7 +1139,7 @@ class SpecTests(SynchronousTestCase):
     def test_full_spec(self) -> None:
         factory = storage_factory_from_spec(
             "bucket=b:prefix=ftp/root:region=eu-west-1:endpoint=http://127.0.0.1:9000:addressing=path"
-            ":part_size=16MiB:parts_in_flight=2:timeout=30:retries=5:rename_limit=50:max_connections=4",
+            ":part_size=16MiB:parts_in_flight=2:timeout=30:retries=5:deadline=40:rename_limit=50:max_connections=4",
             environ={},
         )
         self.assertTrue(verifyObject(IStorageFactory, factory))
@@ -1054,6 +1148,7 @@ class SpecTests(SynchronousTestCase):
         assert (config.endpoint_url, config.addressing) == ("http://127.0.0.1:9000", "path")
         assert (config.part_size, config.parts_in_flight) == (16 * MiB, 2)
         assert (config.request_timeout, config.retries, config.rename_limit, config.max_connections) == (30, 5, 50, 4)
+        assert config.operation_deadline == 40
 
     def test_minimal_spec_takes_the_environment(self) -> None:
         factory = storage_factory_from_spec(
@@ -1081,6 +1176,8 @@ class SpecTests(SynchronousTestCase):
             ("bucket=b:addressing=dns", "addressing must be"),
             ("bucket=b:endpoint=localhost", "endpoint must be"),
             ("bucket=b:timeout=soon", "timeout: expected a number"),
+            ("bucket=b:deadline=0", "deadline must be a positive number"),
+            ("bucket=b:deadline=inf", "deadline must be a positive number"),
         ):
             with self.assertRaises(ValueError, msg=spec) as caught:
                 storage_factory_from_spec(spec, environ={"AWS_REGION": "us-east-1"})

@@ -453,8 +453,8 @@ def restore_sighup() -> Iterator[None]:
 
 def options(*arguments: str, root: Path) -> Options:
     parsed = Options(environ={})
+    parsed.parseOptions(["--root", str(root), *arguments])  # no parent: errors are raised, not printed
     parsed.parent = {"syslog": True}  # as under twistd --syslog: makeService opens no log file
-    parsed.parseOptions(["--root", str(root), *arguments])
     return parsed
 
 
@@ -506,9 +506,10 @@ def test_sighup_reloads_the_users_file(tmp_path: Path, monkeypatch: pytest.Monke
     path = write(tmp_path / "users.toml", users_toml())
     parsed = options("--users", path, root=tmp_path)
     installed: list[Any] = []
-    monkeypatch.setattr("exftp._tap._on_sighup", lambda reactor, actions: installed.append(actions))
-    makeService(parsed)
-    assert installed == [[parsed["users_authenticator"].reload]]
+    monkeypatch.setattr("exftp._tap._on_sighup", lambda reactor, action: installed.append(action))
+    top = makeService(parsed)
+    assert installed == [top.reload]  # type: ignore[attr-defined]
+    assert top.reloads == [parsed["users_authenticator"].reload]  # type: ignore[attr-defined]
 
 
 def test_sighup_is_handled_with_nothing_to_reload(tmp_path: Path, restore_sighup: None) -> None:

@@ -49,6 +49,7 @@ from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, re
 from .._interfaces import IAuthenticator, Session
 from .._login import IPublicKeyAuthenticator
 from .._paths import VirtualPath
+from .._startup import probe_url
 from ..storage._readonly import check_permissions
 from ._digest import DigestChallenge, authorization, choose_digest
 
@@ -195,6 +196,14 @@ class _HTTPAuthenticator(HTTPUser):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {redacted(self.login_url)}>"
+
+    def probe_at_start(self) -> str | None:
+        """
+        Ask C{login_url} once, without credentials, whether the service
+        answers at all (any HTTP status will do): the problem, or C{None}.
+        Blocking: for start-up, before the reactor runs.
+        """
+        return probe_url(self.login_url, min(self.timeout, 10.0))
 
     # IAuthenticator
 

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh.keys import BadKeyError, EncryptedKeyError, FingerprintFormats, Key
+from twisted.logger import Logger
+
+_log = Logger(namespace="exftp")
 
 #: The name of the generated host key inside the state directory.
 GENERATED_KEY = "ssh_host_ed25519_key"
@@ -84,6 +87,7 @@ def generated_host_key(state_dir: str) -> tuple[Key, bool]:
         Path(f"{path}.pub").write_bytes(key.public().toString("openssh") + b"\n")
     except OSError as error:
         raise ValueError(f"--state-dir {state_dir}: cannot store the host key: {error.strerror}") from None
+    _log.info("Generated a new SSH host key: {path} ({fingerprint})", path=path, fingerprint=fingerprint(key))
     return key, True
 
 

@@ -2,7 +2,10 @@
 Storage on the local file system, rooted at a directory.
 
 No path can leave the root: virtual paths cannot express C{..}, and every
-path is checked after symbolic links are resolved. Uploads go to a hidden
+path is resolved beneath the root by the same system calls that act on it
+(L{exftp.storage._beneath}), so a directory swapped for a link meanwhile
+cannot redirect them. Disk work runs in a bounded pool of its own
+(L{exftp.storage._pool}). Uploads go to a hidden
 temporary file next to the target and are renamed into place only once
 complete and flushed to disk. A temporary file names the node and process
 that made it, so that the ones a crash leaves behind are removed at the
@@ -22,13 +25,13 @@ import secrets
 import stat as stat_module
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache, wraps
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IProducer, IPushProducer, IReactorThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IProducer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -72,6 +75,8 @@ from .._interfaces import (
     WriteMode,
 )
 from .._paths import VirtualPath
+from ._beneath import Found, LeadsOutside, open_root, walk
+from ._pool import DEFAULT_THREADS, StoragePool, shared_pool
 from ._readonly import for_session
 from ._streaming import CHUNK_SIZE, StreamingReader, check_offset, check_permissions
 
@@ -92,6 +97,11 @@ _WRITE_BEHIND = 16 * 1024 * 1024
 _IOV_MAX = 1024
 #: Unwritten upload bytes above which the data connection is paused.
 _HIGH_WATER = 4 * 1024 * 1024
+#: Bytes of an old file copied in one C{copy_file_range} call when resuming
+#: or appending; a session that has gone stops the copy between two calls.
+_COPY_CHUNK = 64 * 1024 * 1024
+#: Whether a descriptor opened with C{O_PATH} can be changed through /proc.
+_PROC_FD = os.path.isdir("/proc/self/fd")
 
 _ERRNO_ERRORS: dict[int, type[FTPError]] = {
     errno.ENOENT: FileNotFound,
@@ -153,15 +163,19 @@ def _deferred(method: Callable[..., _T]) -> Callable[..., Deferred[_T]]:
     return wrapper
 
 
-def _settled(work: Deferred[_T], orphan: Callable[[_T | Failure], object]) -> Deferred[_T]:
+def _settled(
+    work: Deferred[_T], orphan: Callable[[_T | Failure], object], stopping: threading.Event | None = None
+) -> Deferred[_T]:
     """
     Follow C{work}, a job in a worker thread that cannot be stopped.
 
-    Cancelling the returned Deferred leaves C{work} alone; its result, when it
-    comes, goes to C{orphan} so that what the job made (a descriptor, a
-    temporary file) can be released instead of leaking.
+    Cancelling the returned Deferred leaves C{work} alone (but sets
+    C{stopping}, so that a job not started yet never starts and a long one
+    stops early); its result, when it comes, goes to C{orphan} so that what
+    the job made (a descriptor, a temporary file) can be released instead
+    of leaking.
     """
-    follower: Deferred[_T] = Deferred()
+    follower: Deferred[_T] = Deferred(None if stopping is None else lambda _: stopping.set())
 
     def deliver(result: _T | Failure) -> None:
         if follower.called:
@@ -170,6 +184,26 @@ def _settled(work: Deferred[_T], orphan: Callable[[_T | Failure], object]) -> De
             follower.errback(result)
         else:
             follower.callback(result)
+
+    work.addBoth(deliver)
+    return follower
+
+
+def _shielded(work: Deferred[None], what: str) -> Deferred[None]:
+    """
+    Follow C{work}, clean-up that must run to its end: cancelling the
+    returned Deferred stops the waiting (it fires with C{None}), not the
+    work, whose failure is then logged here.
+    """
+    follower: Deferred[None] = Deferred(lambda waiting: waiting.callback(None))
+
+    def deliver(result: Failure | None) -> None:
+        if isinstance(result, Failure) and not follower.called:
+            follower.errback(result)
+        elif not follower.called:
+            follower.callback(None)
+        elif isinstance(result, Failure):
+            _log.failure("{what} failed", result, what=what)
 
     work.addBoth(deliver)
     return follower
@@ -212,36 +246,36 @@ def _rest_of(scan: Any, first: list[str]) -> list[str]:
         return _visible(first + [entry.name for entry in scan])
 
 
-def _later_page(directory: str, names: Sequence[str], inside: Callable[[str], bool]) -> list[FileInfo]:
-    """L{_entries} for a page read after the directory was checked: first check again that it is inside."""
-    if not inside(directory):  # replaced by a link that leads out since the listing began
-        raise OSError(errno.EACCES, os.strerror(errno.EACCES), directory)
-    return _entries(directory, names, inside)
-
-
-def _entries(directory: str, names: Sequence[str], inside: Callable[[str], bool]) -> list[FileInfo]:
+def _later_page(
+    directory: int, recheck: Callable[[], None], names: Sequence[str], follow: Callable[[str], os.stat_result]
+) -> list[FileInfo]:
     """
-    The entries of C{names} in C{directory}: links that lead outside the root
-    (C{inside} says) as links, others as what they lead to; names gone since
-    they were listed are left out.
+    L{_entries} for a page read after the listing began: C{recheck} first
+    refuses a directory that has become a link out meanwhile.
+    """
+    recheck()
+    return _entries(directory, names, follow)
+
+
+def _entries(directory: int, names: Sequence[str], follow: Callable[[str], os.stat_result]) -> list[FileInfo]:
+    """
+    The entries of C{names} in the open C{directory}: links that lead
+    outside the root (C{follow} raises L{LeadsOutside}) as links, others as
+    what they lead to; names gone since they were listed are left out.
     """
     entries = []
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for name in names:
-            try:
-                result = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if stat_module.S_ISLNK(result.st_mode):
-                    local = os.path.join(directory, name)
-                    if not inside(local):
-                        entries.append(_info(name, result, FileKind.SYMLINK))
-                        continue
-                    result = os.stat(local)
-            except OSError:
-                continue
-            entries.append(_info(name, result))
-    finally:
-        os.close(fd)
+    for name in names:
+        try:
+            result = os.stat(name, dir_fd=directory, follow_symlinks=False)
+            if stat_module.S_ISLNK(result.st_mode):
+                try:
+                    result = follow(name)
+                except LeadsOutside:
+                    entries.append(_info(name, result, FileKind.SYMLINK))
+                    continue
+        except (OSError, FTPError):
+            continue
+        entries.append(_info(name, result))
     return entries
 
 
@@ -263,20 +297,21 @@ def _info(name: str, result: os.stat_result, kind: FileKind | None = None) -> Fi
     )
 
 
-def _open_regular(local: str) -> int:
+def _open_regular(found: Found) -> int:
     """
-    Open C{local} for reading without blocking on FIFOs or devices.
+    Open the entry C{found} for reading without blocking on FIFOs or devices.
 
     @raise IsADirectory: for a directory.
     @raise PermissionDenied: for anything else that is not a regular file.
     """
-    fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = found.open(os.O_RDONLY | os.O_NONBLOCK)
     try:
         mode = os.fstat(fd).st_mode
         if stat_module.S_ISDIR(mode):
             raise IsADirectory()
         if not stat_module.S_ISREG(mode):
             raise PermissionDenied("Not a regular file.")
+        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
@@ -296,6 +331,50 @@ class _FileReader(StreamingReader):
         return int(self._handle.fileno())
 
 
+@dataclass
+class _Upload:
+    """
+    An upload's temporary file C{fd}, named C{temporary} in the open
+    C{directory} where it replaces C{target} once complete; C{shown} is
+    the target as logs name it, and C{in_place} tells whether the target's
+    path still leads to that directory.
+    """
+
+    fd: int
+    directory: int
+    temporary: str
+    target: str
+    shown: str
+    in_place: Callable[[_Upload], bool]
+
+    def close_fd(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def release(self) -> tuple[str, OSError] | None:
+        """
+        Close both descriptors and remove the temporary file (in a worker thread).
+
+        @return: C{None}, or the file and why it could not be removed, for
+            L{_log_kept} to tell on the reactor thread.
+        """
+        with contextlib.suppress(OSError):
+            self.close_fd()
+        directory, self.directory = self.directory, -1
+        if directory < 0:
+            return None
+        try:
+            os.unlink(self.temporary, dir_fd=directory)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            return os.path.join(os.path.dirname(self.shown), self.temporary), error
+        finally:
+            os.close(directory)
+        return None
+
+
 @implementer(IWriteFile)
 class _FileWriter:
     """
@@ -310,14 +389,12 @@ class _FileWriter:
     no thread uses it any more.
     """
 
-    def __init__(
-        self, fd: int, temporary: str, target: str, run: Callable[..., Deferred[Any]], clock: IReactorTime
-    ) -> None:
-        self._fd = fd
+    def __init__(self, upload: _Upload, run: Callable[..., Deferred[Any]], clock: IReactorTime) -> None:
+        self._upload = upload
+        self._fd = upload.fd
         self._clock = clock
         self._timer: Any = None
-        self._temporary = temporary
-        self._target = target
+        self._target = upload.shown
         self._run = run
         self._queue: list[bytes] = []
         self._queued = 0
@@ -444,30 +521,31 @@ class _FileWriter:
         if isinstance(result, Failure):
             self._run(self._discard).addCallback(_log_kept)
 
-    def _close_fd(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
     def _commit(self) -> None:
+        upload = self._upload
         try:
-            os.fsync(self._fd)
+            os.fsync(upload.fd)
         finally:
-            self._close_fd()
-        os.replace(self._temporary, self._target)
-        directory = os.open(os.path.dirname(self._target), os.O_RDONLY)
+            upload.close_fd()
+        if not upload.in_place(upload):  # the directory moved or went: as if it were gone
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+        # By the directory's descriptor, held since the upload began: should
+        # a name on the way change after that check, the file still lands in
+        # that directory, inside the root.
+        os.rename(upload.temporary, upload.target, src_dir_fd=upload.directory, dst_dir_fd=upload.directory)
+        directory, upload.directory = upload.directory, -1
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
 
     def _discard(self) -> tuple[str, OSError] | None:
-        with contextlib.suppress(OSError):
-            self._close_fd()
-        return _remove_temporary(-1, self._temporary)
+        return self._upload.release()
 
     def abort(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._abort())
+        # The teardown that asks for an abort may cancel its own wait: the
+        # temporary file is removed all the same.
+        return _shielded(Deferred.fromCoroutine(self._abort()), f"Discarding the upload to {self._target}")
 
     async def _abort(self) -> None:
         if self._closed:
@@ -492,48 +570,59 @@ class FileStorage:
     The directory tree under C{root}, as one user sees it.
 
     @param root: the directory that becomes C{/}.
-    @param reactor: used for scheduling reads and running disk writes in
-        its thread pool; the global reactor when omitted.
+    @param reactor: used for scheduling reads; the global reactor when omitted.
     @param node: this server's node name, written in the names of upload
         temporaries; this host's name when omitted.
+    @param pool: the threads that do this storage's disk work; one shared
+        by the storages of C{reactor} when omitted.
     """
 
-    def __init__(self, root: str, reactor: Any = None, node: str | None = None) -> None:
+    def __init__(
+        self, root: str, reactor: Any = None, node: str | None = None, pool: StoragePool | None = None
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
         self._reactor: IReactorTime = reactor
+        self._pool = shared_pool(reactor) if pool is None else pool
         self.root = os.path.realpath(root)
         self.node = default_node() if node is None else check_node(node)
 
-    def _run(self, function: Callable[..., _T], *args: Any) -> Deferred[_T]:
-        reactor: IReactorThreads = self._reactor  # type: ignore[assignment]
-        return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+    def _run(self, function: Callable[..., _T], *args: Any, stopping: threading.Event | None = None) -> Deferred[_T]:
+        return self._pool.run(function, *args, stopping=stopping)
 
-    def _local(self, path: VirtualPath) -> str:
-        """The local path of C{path}, refusing names this storage keeps for itself."""
-        if any(name.startswith(TEMPORARY_PREFIX) for name in path.segments):
-            raise FileNotFound()
-        return os.path.join(self.root, *path.segments)
+    @contextlib.contextmanager
+    def _root_fd(self) -> Iterator[int]:
+        fd = open_root(self.root)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
-    def _inside(self, local: str) -> bool:
-        real = os.path.realpath(local)
-        return real == self.root or real.startswith(self.root + os.sep)
+    def _walk(self, segments: Sequence[str], follow_last: bool = True) -> Found:
+        with self._root_fd() as root_fd:
+            return walk(self.root, root_fd, segments, follow_last)
 
-    def _checked(self, path: VirtualPath) -> str:
-        """The local path of an existing C{path}, whose links stay inside the root."""
-        local = self._local(path)
-        if not self._inside(local):
-            if os.path.lexists(local):
-                raise PermissionDenied("Permission denied: link leads outside the root.")
-            raise FileNotFound()
-        return local
-
-    def _checked_new(self, path: VirtualPath, creating: bool = False) -> str:
+    def _existing(self, path: VirtualPath) -> Found:
         """
-        The local path for changing the entry C{path} itself: its parent must
-        be inside the root, and a link there must not lead out of it.
+        Where C{path} is, its links followed inside the root (it may not
+        exist). A link out is refused; what lies beyond one is not found.
+        """
+        try:
+            return self._walk(path.segments)
+        except LeadsOutside:
+            try:
+                self._walk(path.segments, follow_last=False).close()
+            except LeadsOutside:
+                raise FileNotFound() from None
+            raise
+
+    def _entry(self, path: VirtualPath, creating: bool = False) -> Found:
+        """
+        The entry C{path} itself, to change it: its directory's links are
+        followed inside the root; the entry, if a link, is not, and must
+        not lead out of it.
 
         @param creating: whether C{path} is to be made, so that a reserved
             name is refused as a name rather than reported missing.
@@ -542,20 +631,43 @@ class FileStorage:
             raise PermissionDenied("Cannot change the root directory.")
         if path.name.startswith(TEMPORARY_PREFIX):
             raise InvalidPath() if creating else FileNotFound()
-        parent = self._checked(path.parent)
-        local = os.path.join(parent, path.name)
-        if os.path.islink(local) and not self._inside(local):
-            raise PermissionDenied("Permission denied: link leads outside the root.")
-        return local
+        found = self._walk(path.segments, follow_last=False)
+        try:
+            if stat_module.S_ISLNK(found.lstat().st_mode):
+                self._walk(path.segments).close()
+        except LeadsOutside:
+            found.close()
+            raise
+        except (OSError, FTPError):
+            pass  # missing, or a link to nothing: the act itself tells
+        return found
+
+    def _follower(self, directory: VirtualPath) -> Callable[[str], os.stat_result]:
+        """What a link named in C{directory} leads to, as L{_entries} asks."""
+
+        def follow(name: str) -> os.stat_result:
+            with self._walk((*directory.segments, name)) as found:
+                return found.lstat()
+
+        return follow
+
+    def _directory(self, path: VirtualPath) -> int:
+        """A descriptor of the directory C{path}, for listing it."""
+        with self._existing(path) as found:
+            return found.open(os.O_RDONLY | os.O_DIRECTORY)
 
     @_deferred
     def stat(self, path: VirtualPath) -> FileInfo:
-        return _info(path.name or "/", os.stat(self._checked(path)))
+        with self._existing(path) as found:
+            return _info(path.name or "/", found.lstat())
 
     @_deferred
     def list(self, path: VirtualPath) -> Sequence[FileInfo]:
-        directory = self._checked(path)
-        return _entries(directory, _visible(os.listdir(directory)), self._inside)
+        directory = self._directory(path)
+        try:
+            return _entries(directory, _visible(os.listdir(directory)), self._follower(path))
+        finally:
+            os.close(directory)
 
     async def list_pages(self, path: VirtualPath) -> AsyncIterator[Sequence[FileInfo]]:
         """
@@ -565,66 +677,118 @@ class FileStorage:
         is read, so that a directory of 100,000 files, or a slow disk, does not
         hold up the other sessions. Smaller ones are read at once (a thread
         hand-off per LIST cost 1 ms of CPU with 200 sessions busy).
+
+        The directory is read through one descriptor from start to end.
         """
         try:
-            directory = self._checked(path)
+            directory = self._directory(path)
+        except OSError as error:
+            raise storage_error(error) from None
+        running: list[Deferred[Any]] = []
+        try:
             scan = os.scandir(directory)
             try:
                 first = [entry.name for entry in itertools.islice(scan, _LIST_INLINE + 1)]
             except BaseException:
                 scan.close()
                 raise
+            follow = self._follower(path)
             if len(first) <= _LIST_INLINE:
                 scan.close()
-                yield _entries(directory, _visible(first), self._inside)
+                yield _entries(directory, _visible(first), follow)
                 return
-            names = await self._run(_rest_of, scan, first)
+            running[:] = [self._run(_rest_of, scan, first)]
+            names = await _settled(running[0], _ignore)
+            recheck = self._rechecker(path)
             for start in range(0, len(names), _LIST_PAGE):
-                yield await self._run(_later_page, directory, names[start : start + _LIST_PAGE], self._inside)
+                page = names[start : start + _LIST_PAGE]
+                running[:] = [self._run(_later_page, directory, recheck, page, follow)]
+                yield await _settled(running[0], _ignore)
         except OSError as error:
             raise storage_error(error) from None
+        finally:
+            # A page still being read in a thread uses the descriptor: close it after.
+            if running and not running[0].called:
+                running[0].addBoth(lambda _: os.close(directory))
+            else:
+                os.close(directory)
+
+    def _home(self, path: VirtualPath) -> str:
+        """The real local path of the directory C{path}, to root a session's own storage at."""
+        with self._existing(path) as found:
+            fd = found.open(os.O_PATH | os.O_DIRECTORY)
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+
+    def _in_place(self, path: VirtualPath) -> Callable[[_Upload], bool]:
+        """A check that C{path} still leads to the file an upload will replace."""
+
+        def in_place(upload: _Upload) -> bool:
+            try:
+                with self._walk(path.segments) as found:
+                    here, there = os.fstat(found.parent), os.fstat(upload.directory)
+                    return found.name == upload.target and (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+            except (OSError, FTPError):
+                return False
+
+        return in_place
+
+    def _rechecker(self, path: VirtualPath) -> Callable[[], None]:
+        """A check that C{path} still names a directory inside the root."""
+
+        def recheck() -> None:
+            with self._existing(path) as found:
+                if not stat_module.S_ISDIR(found.lstat().st_mode):
+                    raise NotADirectory()
+
+        return recheck
 
     @_deferred
     def make_directory(self, path: VirtualPath) -> None:
-        os.mkdir(self._checked_new(path, creating=True))
+        with self._entry(path, creating=True) as found:
+            os.mkdir(found.name, dir_fd=found.parent)
 
     @_deferred
     def remove_directory(self, path: VirtualPath) -> None:
-        local = self._checked_new(path)
-        if os.path.islink(local):
-            raise NotADirectory()
-        os.rmdir(local)
+        with self._entry(path) as found:
+            if stat_module.S_ISLNK(found.lstat().st_mode):
+                raise NotADirectory()
+            os.rmdir(found.name, dir_fd=found.parent)
 
     @_deferred
     def remove_file(self, path: VirtualPath) -> None:
-        local = self._checked_new(path)
-        if os.path.isdir(local) and not os.path.islink(local):
-            raise IsADirectory()
-        os.unlink(local)
+        with self._entry(path) as found:
+            if stat_module.S_ISDIR(found.lstat().st_mode):
+                raise IsADirectory()
+            os.unlink(found.name, dir_fd=found.parent)
 
     @_deferred
     def rename(self, source: VirtualPath, destination: VirtualPath) -> None:
-        old = self._checked_new(source)
-        if not os.path.lexists(old):
-            raise FileNotFound()
-        new = self._checked_new(destination, creating=True)
-        if destination == source:
-            return
-        moving_directory = os.path.isdir(old) and not os.path.islink(old)
-        if moving_directory and destination.is_within(source):
-            raise InvalidPath("Cannot move a directory into itself.")
-        if os.path.isdir(new) and not os.path.islink(new):
-            raise AlreadyExists("Destination is a directory.")
-        if moving_directory and os.path.lexists(new):
-            raise AlreadyExists("Destination exists.")
-        os.replace(old, new)
+        with self._entry(source) as old:
+            moving_directory = stat_module.S_ISDIR(old.lstat().st_mode)
+            with self._entry(destination, creating=True) as new:
+                if destination == source:
+                    return
+                if moving_directory and destination.is_within(source):
+                    raise InvalidPath("Cannot move a directory into itself.")
+                try:
+                    replaced: int | None = new.lstat().st_mode
+                except FileNotFoundError:
+                    replaced = None
+                if replaced is not None and stat_module.S_ISDIR(replaced):
+                    raise AlreadyExists("Destination is a directory.")
+                if moving_directory and replaced is not None:
+                    raise AlreadyExists("Destination exists.")
+                os.rename(old.name, new.name, src_dir_fd=old.parent, dst_dir_fd=new.parent)
 
     @_deferred
     def open_read(self, path: VirtualPath, offset: int) -> IReadFile:
         check_offset(offset)
-        handle = os.fdopen(_open_regular(self._checked(path)), "rb", buffering=0)
+        with self._existing(path) as found:
+            handle = os.fdopen(_open_regular(found), "rb", buffering=0)
         try:
-            os.set_blocking(handle.fileno(), True)
             size = os.fstat(handle.fileno()).st_size
             handle.seek(offset)
         except BaseException:
@@ -634,92 +798,111 @@ class FileStorage:
 
     @_deferred
     def set_mtime(self, path: VirtualPath, mtime: float) -> None:
-        local = self._existing_entry(path)
-        try:
-            os.utime(local, (os.stat(local).st_atime, mtime))
-        except (OverflowError, ValueError):
-            raise CommandSyntaxError("Time out of range.") from None
+        with self._existing_entry(path) as found:
+            try:
+                times = (found.lstat().st_atime, mtime)
+                # Not through a link: one swapped in since the walk gets the change.
+                os.utime(found.name, times, dir_fd=found.parent, follow_symlinks=False)
+            except (OverflowError, ValueError):
+                raise CommandSyntaxError("Time out of range.") from None
 
     @_deferred
     def set_permissions(self, path: VirtualPath, mode: int) -> None:
         check_permissions(mode)
-        os.chmod(self._existing_entry(path), mode)
+        with self._existing_entry(path) as found:
+            if not _PROC_FD:  # pragma: no cover - Linux has /proc
+                fd = found.open(os.O_RDONLY | os.O_NONBLOCK)
+                try:
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                return
+            # An O_PATH descriptor needs no permission to open, and the
+            # kernel changes exactly the file it holds.
+            fd = found.open(os.O_PATH)
+            try:
+                if stat_module.S_ISLNK(os.fstat(fd).st_mode):
+                    raise PermissionDenied()
+                os.chmod(f"/proc/self/fd/{fd}", mode)
+            finally:
+                os.close(fd)
 
-    def _existing_entry(self, path: VirtualPath) -> str:
-        """The local path of an entry (not the root) whose metadata may change; links are followed."""
+    def _existing_entry(self, path: VirtualPath) -> Found:
+        """An entry (not the root) whose metadata may change; links are followed."""
         if path.is_root:
             raise PermissionDenied("Cannot change the root directory.")
-        local = self._checked(path)
-        os.stat(local)  # ENOENT, ENOTDIR, ELOOP as FTP errors
-        return local
+        found = self._walk(path.segments)  # a link out on the way is refused, never looked beyond
+        try:
+            found.lstat()  # ENOENT, ENOTDIR as FTP errors
+        except BaseException:
+            found.close()
+            raise
+        return found
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
-        return self._write_target(path, offset).addCallback(
-            lambda target: Deferred.fromCoroutine(self._open_write(target, mode, offset))
-        )
-
-    @_deferred
-    def _write_target(self, path: VirtualPath, offset: int) -> str:
-        """The local file an upload to C{path} replaces; a link inside the root is followed."""
-        check_offset(offset)
-        target = self._checked_new(path, creating=True)
-        if os.path.islink(target):
-            target = os.path.realpath(target)
-            if os.path.basename(target).startswith(TEMPORARY_PREFIX):
-                raise InvalidPath()
-        if not stat_module.S_ISDIR(os.stat(os.path.dirname(target)).st_mode):
-            raise NotADirectory()
-        if os.path.isdir(target):
-            raise IsADirectory()
-        return target
-
-    async def _open_write(self, target: str, mode: WriteMode, offset: int) -> IWriteFile:
-        name = temporary_name(self.node)
         try:
-            fd, temporary = await _settled(self._run(self._create, target, name, mode, offset), self._orphaned_upload)
+            check_offset(offset)
+            if path.is_root:
+                raise PermissionDenied("Cannot change the root directory.")
+            if path.name.startswith(TEMPORARY_PREFIX):
+                raise InvalidPath()
+            if any(name.startswith(TEMPORARY_PREFIX) for name in path.segments):
+                raise FileNotFound()
+        except FTPError as error:
+            return fail(error)
+        return Deferred.fromCoroutine(self._open_write(path, mode, offset))
+
+    async def _open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> IWriteFile:
+        shown = os.path.join(self.root, *path.segments)
+        stopping = threading.Event()
+        try:
+            upload = await _settled(
+                self._run(self._create, path, shown, mode, offset, stopping, stopping=stopping),
+                self._orphaned_upload,
+                stopping,
+            )
         except OSError as error:
             if error.errno not in _PATH_ERRORS:
-                _log.warn("Cannot start the upload to {target}: {why}", target=target, why=_describe(error))
+                _log.warn("Cannot start the upload to {target}: {why}", target=shown, why=_describe(error))
             raise storage_error(error) from None
-        return _FileWriter(fd, temporary, target, self._run, self._reactor)
+        return _FileWriter(upload, self._run, self._reactor)
 
-    def _orphaned_upload(self, result: tuple[int, str] | Failure) -> None:
+    def _orphaned_upload(self, result: _Upload | Failure) -> None:
         """Release the temporary file of an C{open_write} that was cancelled."""
         if not isinstance(result, Failure):
-            self._run(_remove_temporary, *result).addCallback(_log_kept)
+            self._run(result.release).addCallback(_log_kept)
 
-    @staticmethod
-    def _create(target: str, name: str, mode: WriteMode, offset: int) -> tuple[int, str]:
-        """Make the temporary file C{name} for an upload to C{target} (in a worker thread)."""
-        temporary = os.path.join(os.path.dirname(target), name)
-        # 0o666 lets the kernel apply the umask: no process-wide umask juggling
-        # in a thread. An existing target's permissions are copied below.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    def _create(
+        self, path: VirtualPath, shown: str, mode: WriteMode, offset: int, stopping: threading.Event
+    ) -> _Upload:
+        """
+        Make the temporary file for an upload to C{path} (in a worker
+        thread), next to the file it replaces: a link inside the root is
+        followed; the directory stays open until the upload ends.
+        """
+        with self._walk(path.segments) as found:
+            if found.name == "." or found.name.startswith(TEMPORARY_PREFIX):
+                raise IsADirectory() if found.name == "." else InvalidPath()
+            directory = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=found.parent)
+        upload = _Upload(-1, directory, temporary_name(self.node), found.name, shown, self._in_place(path))
         try:
-            _prepare(fd, target, mode, offset)
+            # 0o666 lets the kernel apply the umask: no process-wide umask juggling
+            # in a thread. An existing target's permissions are copied below.
+            upload.fd = os.open(
+                upload.temporary,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o666,
+                dir_fd=directory,
+            )
+            _prepare(upload, mode, offset, stopping)
         except BaseException:
-            _remove_temporary(fd, temporary)
+            upload.release()
             raise
-        return fd, temporary
+        return upload
 
 
-def _remove_temporary(fd: int, temporary: str) -> tuple[str, OSError] | None:
-    """
-    Close C{fd} (unless -1) and remove C{temporary} (in a worker thread).
-
-    @return: C{None}, or the file and why it could not be removed, for
-        L{_log_kept} to tell on the reactor thread.
-    """
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    try:
-        os.unlink(temporary)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        return temporary, error
-    return None
+def _ignore(_: object) -> None:
+    """Nothing to release: what a cancelled job made goes with it."""
 
 
 def _log_kept(kept: tuple[str, OSError] | None) -> None:
@@ -740,36 +923,62 @@ def _describe(error: BaseException | None) -> str:
     return str(error) or type(error).__name__
 
 
-def _prepare(fd: int, target: str, mode: WriteMode, offset: int) -> None:
+def _prepare(upload: _Upload, mode: WriteMode, offset: int, stopping: threading.Event) -> None:
     """Give the temporary file the target's permissions and, to resume or append, its old bytes."""
+    fd = upload.fd
     try:
-        old = _open_regular(target)
+        old = _open_regular(Found(upload.directory, upload.target))
     except FileNotFoundError:
         if mode is WriteMode.OFFSET and offset:
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
         return
     try:
-        os.set_blocking(old, True)
         os.fchmod(fd, stat_module.S_IMODE(os.fstat(old).st_mode))
         if mode is WriteMode.TRUNCATE:
             return
         limit = None if mode is WriteMode.APPEND else offset
-        copied = 0
-        while limit is None or copied < limit:
-            want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - copied)
-            chunk = os.read(old, want)
-            if not chunk:
-                break
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-            copied += len(chunk)
+        copied = _copy(old, fd, limit, stopping)
         if limit is not None and copied < limit:
             os.ftruncate(fd, limit)
             os.lseek(fd, limit, os.SEEK_SET)
     finally:
         os.close(old)
+
+
+def _copy(source: int, target: int, limit: int | None, stopping: threading.Event) -> int:
+    """
+    Copy C{source} into C{target} from their positions, C{limit} bytes or to
+    the end: in the kernel (a reflink where the file system shares blocks),
+    in chunks, stopping early once C{stopping} is set.
+
+    @return: the bytes copied.
+    """
+    copied = 0
+    in_kernel = hasattr(os, "copy_file_range")
+    while limit is None or copied < limit:
+        if stopping.is_set():
+            raise OSError(errno.ECANCELED, os.strerror(errno.ECANCELED))
+        if in_kernel:
+            want = _COPY_CHUNK if limit is None else min(_COPY_CHUNK, limit - copied)
+            try:
+                count = os.copy_file_range(source, target, want)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+                    raise
+                in_kernel = False  # both positions are where the copy stopped: go on by hand
+                continue
+        else:
+            want = CHUNK_SIZE if limit is None else min(CHUNK_SIZE, limit - copied)
+            chunk = os.read(source, want)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(target, view) :]
+            count = len(chunk)
+        if not count:
+            break
+        copied += count
+    return copied
 
 
 @implementer(IStorageFactory, IStorageCleanup)
@@ -784,12 +993,21 @@ class FileStorageFactory(LazyReactor):
     @ivar sweep_limit: the most directory entries L{clean_up} looks at.
     """
 
-    def __init__(self, root: str, reactor: Any = None, node: str | None = None) -> None:
+    def __init__(self, root: str, reactor: Any = None, node: str | None = None, threads: int = DEFAULT_THREADS) -> None:
         self.root = os.path.realpath(root)
         self._reactor = reactor
         self.node = default_node() if node is None else check_node(node)
         self.sweep_limit = SWEEP_LIMIT
         self._whole: FileStorage | None = None
+        self._threads = threads
+        self._pool: StoragePool | None = None
+
+    @property
+    def pool(self) -> StoragePool:
+        """The threads of this factory's storages: apart from the reactor's, which logins use."""
+        if self._pool is None:
+            self._pool = StoragePool(self.reactor, self._threads)
+        return self._pool
 
     def __repr__(self) -> str:
         return f"file:{self.root}"
@@ -797,16 +1015,17 @@ class FileStorageFactory(LazyReactor):
     def storage_for(self, session: Session) -> Deferred[IStorage]:
         if self._whole is None:
             # One for every session: it holds nothing of a session's own.
-            self._whole = FileStorage(self.root, self.reactor, self.node)
+            self._whole = FileStorage(self.root, self.reactor, self.node, self.pool)
         base = self._whole
         if session.root is not None and not session.root.is_root:
             try:
-                local = base._checked(session.root)
+                local = base._home(session.root)
             except FTPError as error:
                 return fail(error)
-            if not os.path.isdir(local):
-                return fail(FileNotFound("Home directory does not exist."))
-            base = FileStorage(local, self.reactor, self.node)
+            except OSError as error:
+                missing = error.errno in _PATH_ERRORS
+                return fail(FileNotFound("Home directory does not exist.") if missing else storage_error(error))
+            base = FileStorage(local, self.reactor, self.node, self.pool)
         return succeed(for_session(base, session))
 
     def clean_up(self, node: str | None, older_than: float | None) -> Deferred[CleanupReport]:
@@ -818,13 +1037,10 @@ class FileStorageFactory(LazyReactor):
         The tree is walked in a worker thread, without following links, at
         most L{sweep_limit} entries; cancelling stops the walk.
         """
-        reactor: Any = self.reactor
         stopping = threading.Event()
-        walk = deferToThreadPool(
-            reactor, reactor.getThreadPool(), sweep, self.root, node, older_than, stopping, self.sweep_limit
-        )
+        walking = self.pool.run(sweep, self.root, node, older_than, stopping, self.sweep_limit)
         result: Deferred[CleanupReport] = Deferred(lambda _: stopping.set())
-        walk.chainDeferred(result)
+        walking.chainDeferred(result)
         return result
 
 
@@ -841,49 +1057,74 @@ def sweep(
     @param stopping: set to stop the walk early.
     @param limit: the most directory entries to look at.
     """
+    root = os.path.realpath(root)
     report = CleanupReport()
     now = time.time()
-    pending = [root]
+    pending: list[tuple[str, ...]] = [()]
     seen = 0
     while pending:
         if stopping.is_set():
             report.complete = False
             break
-        directory = pending.pop()
+        below = pending.pop()
         try:
-            scan = os.scandir(directory)
+            # By descriptors, never following a link: a directory swapped for
+            # one meanwhile cannot lead the sweep outside the root.
+            directory = _open_below(root, below)
         except OSError:
             continue  # gone meanwhile, or not readable: nothing of ours can be in it
-        with scan:
-            for entry in scan:
-                seen += 1
-                if seen > limit:
-                    report.complete = False
-                    return report
-                try:
-                    if entry.name.startswith(TEMPORARY_PREFIX):
-                        if entry.is_file(follow_symlinks=False):
-                            _sweep_one(entry, root, node, older_than, now, report)
-                    elif entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                except OSError:
-                    continue
+        try:
+            with os.scandir(directory) as scan:
+                for entry in scan:
+                    seen += 1
+                    if seen > limit:
+                        report.complete = False
+                        return report
+                    try:
+                        if entry.name.startswith(TEMPORARY_PREFIX):
+                            if entry.is_file(follow_symlinks=False):
+                                _sweep_one(directory, entry, below, node, older_than, now, report)
+                        elif entry.is_dir(follow_symlinks=False):
+                            pending.append((*below, entry.name))
+                    except OSError:
+                        continue
+        finally:
+            os.close(directory)
     return report
 
 
+def _open_below(root: str, names: tuple[str, ...]) -> int:
+    """A readable descriptor of the directory C{names} below C{root}, no link followed on the way."""
+    fd = open_root(root)
+    try:
+        for name in names:
+            following = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = following
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def _sweep_one(
-    entry: os.DirEntry[str], root: str, node: str | None, older_than: float | None, now: float, report: CleanupReport
+    directory: int,
+    entry: os.DirEntry[str],
+    below: tuple[str, ...],
+    node: str | None,
+    older_than: float | None,
+    now: float,
+    report: CleanupReport,
 ) -> None:
     """Remove one temporary file if L{judge} lets it go."""
     age = now - entry.stat(follow_symlinks=False).st_mtime
     remove, why = judge(temporary_owner(entry.name), age, node, older_than)
-    name = os.path.relpath(entry.path, root)
+    name = os.path.join(*below, entry.name)
     if not remove:
         if why is not None:
             report.kept.append(f"{name} ({why})")
         return
     try:
-        os.unlink(entry.path)
+        os.unlink(entry.name, dir_fd=directory)
     except FileNotFoundError:
         return
     except OSError as error:

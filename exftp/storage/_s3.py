@@ -27,6 +27,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import (
@@ -75,6 +76,7 @@ from .._interfaces import (
     WriteMode,
 )
 from .._paths import VirtualPath
+from .._startup import ConfigurationError
 from ._readonly import for_session
 from ._s3client import (
     MAX_PART_SIZE,
@@ -89,6 +91,7 @@ from ._s3client import (
     S3Error,
     default_http_client,
     discard_body,
+    unreachable,
 )
 from ._s3signing import CredentialSource, Shared
 from ._streaming import StreamingReader, check_offset
@@ -105,6 +108,10 @@ _CREDENTIAL_ERRORS = frozenset(
 )
 #: Objects copied or deleted at a time when renaming a directory.
 _RENAME_CONCURRENCY = 4
+#: Objects under a directory without a marker that its time is taken from.
+_DIRECTORY_TIME_KEYS = 100
+#: Directory times or MFMT notes looked up or removed at a time.
+_LOOKUP_CONCURRENCY = 4
 
 
 def _translate(error: BaseException) -> FTPError:
@@ -159,16 +166,72 @@ def _valid_name(name: str) -> bool:
 _MTIME = "mtime"
 
 
-def _file_info(name: str, info: ObjectInfo) -> FileInfo:
+def _file_info(name: str, info: ObjectInfo, notes: Mapping[str, _Note] | None = None) -> FileInfo:
+    """
+    A file's entry: its time is the C{mtime} metadata (from HEAD), else a
+    note of its MFMT time that still matches it (from a listing), else its
+    LastModified.
+    """
     mtime = info.mtime
     with suppress(ValueError):
         stored = float(info.metadata.get(_MTIME, mtime))
         mtime = stored if math.isfinite(stored) else mtime
+    note = notes.get(name) if notes else None
+    if note is not None and note.matches(info):
+        mtime = note.mtime
     return FileInfo(name, FileKind.FILE, info.size, mtime, 0o644)
 
 
-def _directory_info(name: str) -> FileInfo:
-    return FileInfo(name, FileKind.DIRECTORY, 0, 0.0, 0o755, links=2)
+def _directory_info(name: str, mtime: float = 0.0) -> FileInfo:
+    return FileInfo(name, FileKind.DIRECTORY, 0, mtime, 0o755, links=2)
+
+
+#: Where the notes of the times set with MFMT live, under the prefix (see L{_Note}).
+MTIMES_FOLDER = RESERVED_PREFIX + "mtimes/"
+#: The longest key S3 takes, in bytes.
+_MAX_KEY = 1024
+
+
+@dataclass(frozen=True)
+class _Note:
+    """
+    The time MFMT set on a file, as listings show it without a HEAD per file.
+
+    ListObjectsV2 returns no metadata, and the copy that stores C{mtime} in
+    the metadata gives the object a new LastModified. So MFMT also writes an
+    empty object C{PREFIX.exftp-upload-mtimes/DIR/NAME@MTIME@SECONDS@ETAG}
+    that names the time and the object it was set on (its LastModified in
+    whole seconds and its ETag, after the copy). A listing reads the notes
+    of its directory (one more ListObjectsV2 per 1,000 notes, alongside the
+    first page) and shows the noted time while the object is still the one
+    noted: an upload or copy over it makes a new LastModified, and the note
+    is ignored (and replaced by the next MFMT, removed by DELE, RNFR and RMD).
+    """
+
+    mtime: float
+    seconds: int
+    etag: str
+
+    def matches(self, info: ObjectInfo) -> bool:
+        """Whether C{info} is the object version this note was made for."""
+        return int(info.mtime) == self.seconds and info.etag.strip('"') == self.etag
+
+    def key(self, folder: str, name: str) -> str:
+        return f"{folder}{name}@{self.mtime:.3f}@{self.seconds}@{self.etag}"
+
+    @classmethod
+    def parse(cls, rest: str) -> tuple[str, _Note] | None:
+        """The file name and note from a key after its directory's notes folder, or C{None}."""
+        name, *fields = rest.rsplit("@", 3)
+        if not name or "/" in name or len(fields) != 3 or not fields[1].isdigit():
+            return None
+        try:
+            mtime = float(fields[0])
+        except ValueError:
+            return None
+        if not math.isfinite(mtime):
+            return None
+        return name, cls(mtime, int(fields[1]), fields[2])
 
 
 async def _each(items: Iterable[_T], work: Callable[[_T], Awaitable[object]], concurrency: int) -> None:
@@ -194,10 +257,13 @@ class _S3Reader:
     backpressure reaches S3 and memory stays flat; the little that already
     arrived waits here. A body that breaks, or stalls for C{idle_timeout}
     seconds while not paused, is asked for again from where it broke (with
-    C{resume}, at most C{retries} times), else the transfer fails.
+    C{resume}, at most C{retries} times), else the transfer fails. However
+    often it is resumed, the download fails once no byte has come for
+    C{deadline} seconds while it was wanted.
 
     @param resume: asks S3 again for the body from the given number of
-        bytes on (of the same object version), or C{None} to never resume.
+        bytes on (of the same object version), within the given seconds,
+        or C{None} to never resume.
     """
 
     def __init__(
@@ -205,8 +271,9 @@ class _S3Reader:
         response: IResponse,
         reactor: Any,
         idle_timeout: float,
-        resume: Callable[[int], Coroutine[Any, Any, IResponse | None]] | None = None,
+        resume: Callable[[int, float], Coroutine[Any, Any, IResponse | None]] | None = None,
         retries: int = 0,
+        deadline: float | None = None,
     ) -> None:
         self.size: int | None = None if response.length is UNKNOWN_LENGTH else int(response.length)
         self._response = response
@@ -214,6 +281,9 @@ class _S3Reader:
         self._idle_timeout = idle_timeout
         self._resume = resume
         self._retries = retries
+        self._deadline = idle_timeout if deadline is None else deadline
+        #: When the last byte came (or the consumer last wanted more).
+        self._progress_at: float = reactor.seconds()
         #: Counts the bodies asked for, so that the rest of a broken one is ignored.
         self._generation = 0
         self._reopening = False
@@ -235,6 +305,7 @@ class _S3Reader:
         if self._done is not None:
             raise RuntimeError("send() called twice")
         self._consumer = consumer
+        self._progress_at = self._reactor.seconds()
         self._done = Deferred(lambda _: self.stopProducing())
         if self._finished:
             self._done.errback(TransferAborted())
@@ -263,6 +334,7 @@ class _S3Reader:
 
     def _data(self, data: bytes, generation: int) -> None:
         if not self._finished and generation == self._generation:
+            self._progress_at = self._reactor.seconds()
             self._received += len(data)
             self._pending.append(data)
             self._flush()
@@ -305,7 +377,12 @@ class _S3Reader:
     def _arm(self) -> None:
         self._disarm()
         if not (self._paused or self._finished or self._reopening):
-            self._timer = self._reactor.callLater(self._idle_timeout, self._stalled)
+            delay = min(self._idle_timeout, max(0.0, self._left()))
+            self._timer = self._reactor.callLater(delay, self._stalled)
+
+    def _left(self) -> float:
+        """Seconds until the deadline of a body that makes no progress."""
+        return float(self._progress_at + self._deadline - self._reactor.seconds())
 
     def _disarm(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -314,15 +391,16 @@ class _S3Reader:
 
     def _stalled(self) -> None:
         self._timer = None
-        if not self._try_again(f"no data for {self._idle_timeout:g} s"):
-            _log.info("S3 download stalled: no data for {seconds:g} s", seconds=self._idle_timeout)
+        seconds = self._reactor.seconds() - self._progress_at
+        if not self._try_again(f"no data for {seconds:.0f} s"):
+            _log.info("S3 download stalled: no data for {seconds:.0f} s", seconds=seconds)
             self._fail(StorageUnavailable("Storage stopped sending."))
 
     # Resuming a body that broke
 
     def _try_again(self, why: str) -> bool:
         """Ask for the rest of a broken body, if retries are left; whether it does."""
-        if self._resume is None or self._retries <= 0 or self._finished:
+        if self._resume is None or self._retries <= 0 or self._finished or self._left() <= 0:
             return False
         self._retries -= 1
         self._generation += 1
@@ -344,7 +422,7 @@ class _S3Reader:
     async def _reopen(self, generation: int) -> None:
         assert self._resume is not None
         try:
-            response = await self._resume(self._received)
+            response = await self._resume(self._received, self._left())
         except Exception as error:
             if generation == self._generation and not self._finished:
                 _log.info("S3 download could not be resumed: {why}", why=str(error))
@@ -400,6 +478,7 @@ class _S3Reader:
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._progress_at = self._reactor.seconds()
         if self._body is not None and not self._finished:
             self._body.resumeProducing()
             self._flush()
@@ -513,6 +592,16 @@ class UploadJournal:
                 entry=self._entry(upload_id),
                 why=str(error),
             )
+
+    def abort_later(self, key: str, upload_id: str) -> None:
+        """Abort the upload in the background, as S3 is not answering now (see L{abort})."""
+        _log.warn(
+            "S3 is not answering: multipart upload {upload_id} of {key} is aborted once it is back",
+            upload_id=upload_id,
+            key=key,
+        )
+        self._leftovers[upload_id] = key
+        self._schedule()
 
     async def abort(self, key: str, upload_id: str) -> None:
         """Abort the upload and forget it; when S3 cannot be reached, keep trying in the background."""
@@ -707,6 +796,8 @@ class S3Upload:
         self._paused = False
         self._closed = False
         self._discarded = False
+        #: Whether S3 stopped answering: then the abort is not waited for.
+        self._unreachable = False
         self.peak = 0
         self.parts_sent = 0
 
@@ -853,7 +944,10 @@ class S3Upload:
                     journal=self._journal,
                     why=str(error),
                 )
-                await self._journal.abort(self._key, upload_id)
+                if unreachable(error):
+                    self._journal.abort_later(self._key, upload_id)
+                else:
+                    await self._journal.abort(self._key, upload_id)
                 raise StorageUnavailable() from error
         return upload_id
 
@@ -874,6 +968,7 @@ class S3Upload:
     def _fail(self, error: BaseException) -> None:
         if self._error is not None or self._discarded:
             return
+        self._unreachable = unreachable(error)
         translated = _translated(error)
         if isinstance(translated, FileNotFound):  # NoSuchUpload: S3 lost or aborted it
             translated = StorageUnavailable("The storage lost the upload.")
@@ -911,6 +1006,7 @@ class S3Upload:
             if self._journal is not None:
                 await self._journal.forget(upload_id)
         except BaseException as error:
+            self._unreachable = self._unreachable or unreachable(error)
             await self._discard()
             if isinstance(error, FTPError | CancelledError):
                 raise
@@ -948,6 +1044,10 @@ class S3Upload:
         try:
             upload_id = await self._upload.wait()
         except Exception:
+            return
+        if self._journal is not None and self._unreachable:
+            # Waiting for an endpoint that does not answer would hold up the reply.
+            self._journal.abort_later(self._key, upload_id)
             return
         if self._journal is not None:
             await self._journal.abort(self._key, upload_id)
@@ -1049,13 +1149,89 @@ class S3Storage:
 
     async def _stat(self, path: VirtualPath) -> FileInfo:
         if path.is_root:
-            return _directory_info("/")
+            return _directory_info("/", await self._directory_time(self.prefix) or 0.0)
         found = await self._client.head(self._key(path))
         if found is not None:
             return _file_info(path.name, found)
-        if await self._is_directory(path):
-            return _directory_info(path.name)
+        when = await self._directory_time(self._directory_prefix(path))
+        if when is not None:
+            return _directory_info(path.name, when)
         raise await self._missing(path)
+
+    async def _directory_time(self, prefix: str) -> float | None:
+        """
+        A directory's time: its marker's LastModified, else the newest of the
+        first objects under it (one request); C{None} when there is no such directory.
+        """
+        page = await self._client.list_page(prefix, delimiter=None, max_keys=_DIRECTORY_TIME_KEYS)
+        if not page.objects:
+            return None
+        first = page.objects[0]
+        if first.key == prefix:
+            return first.mtime
+        return max(found.mtime for found in page.objects)
+
+    async def _directory_times(self, prefixes: Sequence[str]) -> list[float]:
+        """The times of the directories C{prefixes}, a few requests at a time."""
+        semaphore = DeferredSemaphore(_LOOKUP_CONCURRENCY)
+
+        async def one(prefix: str) -> float:
+            return await self._directory_time(prefix) or 0.0
+
+        def run(prefix: str) -> Deferred[float]:
+            return Deferred.fromCoroutine(one(prefix))
+
+        try:
+            return await gatherResults([semaphore.run(run, prefix) for prefix in prefixes], consumeErrors=True)
+        except FirstError as error:
+            error.subFailure.raiseException()
+            raise
+
+    # Times set with MFMT, as listings show them
+
+    def _notes_folder(self, directory: VirtualPath) -> str:
+        """Where the MFMT notes of the files in C{directory} are (the same in every session's view)."""
+        root = self._config.prefix
+        return root + MTIMES_FOLDER + self._directory_prefix(directory)[len(root) :]
+
+    async def _mtime_notes(self, folder: str, name: str | None = None) -> dict[str, _Note]:
+        """The MFMT notes in C{folder} (of the file C{name} only, if given), by key."""
+        notes: dict[str, _Note] = {}
+        token: str | None = None
+        while True:
+            page = await self._client.list_page(
+                folder if name is None else f"{folder}{name}@", token=token, max_keys=self.list_page_size
+            )
+            for found in page.objects:
+                parsed = _Note.parse(found.key[len(folder) :])
+                if parsed is not None and name in (None, parsed[0]):
+                    notes[found.key] = parsed[1]
+            token = page.next_token
+            if token is None:
+                return notes
+
+    async def _listing_notes(self, directory: VirtualPath) -> dict[str, _Note]:
+        """The MFMT notes of the files in C{directory}, by file name."""
+        folder = self._notes_folder(directory)
+        notes = await self._mtime_notes(folder)
+        return {key[len(folder) :].rsplit("@", 3)[0]: note for key, note in notes.items()}
+
+    async def _note_mtime(self, path: VirtualPath, mtime: float) -> None:
+        """Note C{mtime} for the object at C{path} as it is now, replacing older notes."""
+        found = await self._client.head(self._key(path))
+        if found is None:
+            return
+        key = _Note(mtime, int(found.mtime), found.etag.strip('"')).key(self._notes_folder(path.parent), path.name)
+        if len(key.encode("utf-8")) > _MAX_KEY:
+            _log.info("No room for the MFMT note of {key}: listings show its upload time", key=found.key)
+        else:
+            await self._client.put(key, b"", self._metadata)
+        await self._forget_mtime(path, keep=key)
+
+    async def _forget_mtime(self, path: VirtualPath, keep: str | None = None) -> None:
+        """Remove the notes of C{path}'s MFMT time (but C{keep})."""
+        notes = await self._mtime_notes(self._notes_folder(path.parent), path.name)
+        await _each([key for key in notes if key != keep], self._client.delete, _LOOKUP_CONCURRENCY)
 
     def list(self, path: VirtualPath) -> Deferred[Sequence[FileInfo]]:
         return _run(self._list(path))
@@ -1071,21 +1247,32 @@ class S3Storage:
         order), so that a directory of 100,000 objects is never held whole.
         """
         prefix = self._directory_prefix(path)
+        noting = Deferred.fromCoroutine(self._listing_notes(path))
+        notes: dict[str, _Note] | None = None
         seen = False
         token: str | None = None
         while True:
-            page = await self._client.list_page(prefix, token=token, max_keys=self.list_page_size)
+            try:
+                page = await self._client.list_page(prefix, token=token, max_keys=self.list_page_size)
+            except BaseException:
+                noting.cancel()
+                noting.addErrback(lambda _: None)
+                raise
+            if notes is None:
+                notes = await noting
             entries: list[FileInfo] = []
-            for common in page.prefixes:
-                seen = True
-                name = common[len(prefix) : -1]
-                if _valid_name(name) and not name.startswith(RESERVED_PREFIX):
-                    entries.append(_directory_info(name))
+            directories = [
+                common
+                for common in page.prefixes
+                if _valid_name(common[len(prefix) : -1]) and not common[len(prefix) :].startswith(RESERVED_PREFIX)
+            ]
+            times = await self._directory_times(directories)
+            entries.extend(map(_directory_info, (common[len(prefix) : -1] for common in directories), times))
+            seen = seen or bool(page.prefixes or page.objects)
             for found in page.objects:
-                seen = True
                 name = found.key[len(prefix) :]
                 if name and _valid_name(name) and not name.startswith(RESERVED_PREFIX):  # "": own marker
-                    entries.append(_file_info(name, found))
+                    entries.append(_file_info(name, found, notes))
             if not seen and not path.is_root:
                 raise await self._not_a_directory(path)
             if entries:
@@ -1124,6 +1311,8 @@ class S3Storage:
             raise DirectoryNotEmpty()
         await self._keep_directory(path.parent)
         await self._client.delete(marker)
+        notes = await self._mtime_notes(self._notes_folder(path))  # of files removed behind exftp's back
+        await _each(notes, self._client.delete, _LOOKUP_CONCURRENCY)
 
     def remove_file(self, path: VirtualPath) -> Deferred[None]:
         return _run(self._remove_file(path))
@@ -1138,6 +1327,7 @@ class S3Storage:
             raise await self._missing(path)
         await self._keep_directory(path.parent)
         await self._client.delete(key)
+        await self._forget_mtime(path)
 
     def rename(self, source: VirtualPath, destination: VirtualPath) -> Deferred[None]:
         return _run(self._rename(source, destination))
@@ -1164,6 +1354,10 @@ class S3Storage:
         await self._copy(found, self._key(destination))
         await self._keep_directory(source.parent)
         await self._client.delete(found.key)
+        await self._forget_mtime(source)
+        noted = _file_info(destination.name, found)
+        if noted.mtime != found.mtime:  # an MFMT time in the metadata, which the copy kept
+            await self._note_mtime(destination, noted.mtime)
 
     async def _copy(self, found: ObjectInfo, destination: str, metadata: Mapping[str, str] | None = None) -> None:
         """
@@ -1233,6 +1427,7 @@ class S3Storage:
                 raise PermissionDenied("Directories have no modification time here.")
             raise await self._missing(path)
         await self._copy(found, found.key, {**found.metadata, _MTIME: f"{mtime:.3f}"})
+        await self._note_mtime(path, mtime)
 
     def set_permissions(self, path: VirtualPath, mode: int) -> Deferred[None]:
         return fail(ParameterNotSupported("Objects in S3 have no permissions."))
@@ -1258,11 +1453,17 @@ class S3Storage:
             return StreamingReader(io.BytesIO().read, 0, self._reactor)
         key, etag = self._key(path), _etag(response)
 
-        async def resume(received: int) -> IResponse | None:
-            return await self._client.get_stream(key, offset + received, etag)
+        async def resume(received: int, within: float) -> IResponse | None:
+            return await self._client.get_stream(key, offset + received, etag, within)
 
+        config = self._config
         return _S3Reader(
-            response, self._reactor, self._config.request_timeout, resume if etag else None, self._config.retries
+            response,
+            self._reactor,
+            config.request_timeout,
+            resume if etag else None,
+            config.retries,
+            config.operation_deadline,
         )
 
     def open_write(self, path: VirtualPath, mode: WriteMode, offset: int) -> Deferred[IWriteFile]:
@@ -1360,6 +1561,47 @@ class S3StorageFactory(LazyReactor):
             storage = S3Storage(self.client, storage._directory_prefix(root), self.reactor)
         return for_session(storage, session)
 
+    def probe_at_start(self) -> str | None:
+        """
+        Ask S3 once (HeadBucket, botocore's own client, one try of at most 10
+        seconds) whether the bucket is there: C{None} when it is, else the
+        problem (refused credentials, an endpoint that does not answer),
+        which may pass. Blocking: for start-up, before the reactor runs.
+
+        @raise ConfigurationError: the bucket does not exist.
+        """
+        import botocore.session  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+        config = self.config
+        addressing = {"virtual": "virtual", "path": "path"}.get(config.addressing, "auto")
+        session = botocore.session.Session(profile=config.profile)
+        client = session.create_client(
+            "s3",
+            region_name=config.region,
+            endpoint_url=config.endpoint_url,
+            config=Config(
+                connect_timeout=10, read_timeout=10, retries={"max_attempts": 1}, s3={"addressing_style": addressing}
+            ),
+        )
+        where = config.endpoint_url or f"S3 in {config.region}"
+        try:
+            client.head_bucket(Bucket=config.bucket)
+        except ClientError as error:
+            answer = error.response
+            status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = answer.get("Error", {}).get("Code", "")
+            if status == 404 or code in ("404", "NoSuchBucket"):
+                missing = f"the bucket {config.bucket!r} does not exist at {where} (NoSuchBucket)"
+                raise ConfigurationError(missing) from None
+            return f"{where} refuses access to the bucket {config.bucket!r} ({status} {code}): check the credentials"
+        except (BotoCoreError, OSError) as error:
+            return f"{where} does not answer ({type(error).__name__}: {error})"
+        finally:
+            client.close()
+        return None
+
     def clean_up(self, node: str | None, older_than: float | None) -> Deferred[CleanupReport]:
         """
         Abort the multipart uploads that crashed servers left open: those of
@@ -1415,6 +1657,7 @@ _SPEC_OPTIONS: dict[str, tuple[str, Callable[[str], object]]] = {
     "part_size": ("part_size", _size),
     "parts_in_flight": ("parts_in_flight", _integer),
     "timeout": ("request_timeout", _seconds),
+    "deadline": ("deadline", _seconds),
     "retries": ("retries", _integer),
     "rename_limit": ("rename_limit", _integer),
     "max_connections": ("max_connections", _integer),
@@ -1475,7 +1718,7 @@ def storage_factory_from_spec(
     """
     Build an S3 storage factory from the text after C{--storage s3:}:
     C{bucket=NAME[:prefix=P][:region=R][:endpoint=URL][:addressing=path|virtual|auto]
-    [:part_size=BYTES][:parts_in_flight=N][:timeout=SECONDS][:retries=N]
+    [:part_size=BYTES][:parts_in_flight=N][:timeout=SECONDS][:deadline=SECONDS][:retries=N]
     [:rename_limit=N][:max_connections=N][:profile=NAME][:node=NAME]}.
 
     The endpoint, region and credentials otherwise come from the standard AWS

@@ -8,6 +8,7 @@ Everything here is asynchronous; nothing blocks the reactor thread.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -39,7 +40,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from .._cleanup import check_node, default_node
-from .._httpclient import read_body
+from .._httpclient import quiet_pool, read_body
 from ._s3signing import EMPTY_SHA256, CredentialSource, NoCredentials, Payload, chunks_of, payload_hash, sign
 
 _log = Logger(namespace="exftp.s3")
@@ -76,6 +77,10 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     PartialDownloadError,
     TimeoutError,
 )
+#: Seconds an S3 operation may take with its retries, unless configured:
+#: with the FTP reply that follows, a stalled endpoint fails a transfer
+#: within 90 seconds.
+DEFAULT_DEADLINE = 75.0
 _ADDRESSING = ("auto", "path", "virtual")
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -104,6 +109,11 @@ class S3Config:
         answer starts, then between bytes while the client is reading).
     @ivar retries: further tries of a request after a 5xx, SlowDown or a
         connection failure, with exponential backoff and jitter.
+    @ivar deadline: seconds one S3 operation may take, its retries and
+        backoff included (for downloads: a body that makes no progress),
+        so that an endpoint that accepts connections and answers nothing
+        fails the transfer in time; C{None} for L{DEFAULT_DEADLINE}, or
+        C{request_timeout} when that is longer.
     @ivar rename_limit: the most objects a directory rename moves.
     @ivar max_connections: persistent connections kept open to the endpoint.
     @ivar profile: the AWS shared-config profile for credentials and region.
@@ -123,6 +133,7 @@ class S3Config:
     parts_in_flight: int = 4
     request_timeout: float = 60.0
     retries: int = 4
+    deadline: float | None = None
     rename_limit: int = 1000
     max_connections: int = 10
     profile: str | None = None
@@ -145,6 +156,8 @@ class S3Config:
             raise ValueError("request_timeout must be positive")
         if self.retries < 0:
             raise ValueError("retries must not be negative")
+        if self.deadline is not None and not 0 < self.deadline < math.inf:
+            raise ValueError("deadline must be a positive number of seconds")
         if self.rename_limit < 1:
             raise ValueError("rename_limit must be at least 1")
         if self.max_connections < 1:
@@ -154,6 +167,13 @@ class S3Config:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
                 raise ValueError(f"endpoint must be an http:// or https:// URL, not {self.endpoint_url!r}")
+
+    @property
+    def operation_deadline(self) -> float:
+        """The seconds one operation may take, retries included (see C{deadline})."""
+        if self.deadline is not None:
+            return self.deadline
+        return max(DEFAULT_DEADLINE, self.request_timeout)
 
     def with_environment(self, environ: Mapping[str, str] | None = None) -> S3Config:
         """
@@ -223,7 +243,16 @@ class S3Error(Exception):
 
 
 class S3Unreachable(Exception):
-    """The endpoint could not be reached, or kept failing, after every retry."""
+    """The endpoint could not be reached, or kept failing, after every retry or past the deadline."""
+
+
+def unreachable(error: BaseException | None) -> bool:
+    """Whether C{error}, or what caused it, says that the endpoint is not answering."""
+    while error is not None:
+        if isinstance(error, S3Unreachable):
+            return True
+        error = error.__cause__
+    return False
 
 
 @implementer(IBodyProducer)
@@ -413,9 +442,13 @@ class S3Client:
         limit: int = _MAX_XML,
         stream: bool = False,
         error_in_body: bool = False,
+        within: float | None = None,
     ) -> tuple[IResponse, bytes]:
         """
-        Send a request, retrying transient failures.
+        Send a request, retrying transient failures until the deadline.
+
+        Each try may take C{request_timeout} seconds, and all of them with
+        their backoff at most C{within} seconds, or the configured deadline.
 
         @param body: the payload of a PUT or POST, whole or in chunks.
         @param limit: the largest body read from a successful answer.
@@ -423,33 +456,40 @@ class S3Client:
             reading its body (the caller must read or discard it).
         @param error_in_body: the answer may be a 200 holding an C{<Error>}
             (CopyObject, UploadPartCopy, CompleteMultipartUpload).
+        @param within: a shorter deadline, in seconds from now.
         @return: the response and its body (C{b""} when streaming).
         @raise S3Error: S3 refused, or kept failing.
         @raise S3Unreachable: the endpoint kept failing at the transport level.
         """
         url = self.url(key, query)
         digest = EMPTY_SHA256 if not body else await payload_hash(self._reactor, body)
+        allowed = self.config.operation_deadline if within is None else min(within, self.config.operation_deadline)
+        deadline = self._reactor.seconds() + allowed
         attempt = 0
         while True:
+            left = deadline - self._reactor.seconds()
             try:
+                if left <= 0:
+                    raise TimeoutError(f"no answer within {allowed:g} s")
                 one = Deferred.fromCoroutine(
                     self._attempt(method, url, dict(headers or {}), body, digest, limit, stream, error_in_body)
                 )
-                answer = await one.addTimeout(self.config.request_timeout, self._reactor)
+                answer = await one.addTimeout(min(self.config.request_timeout, left), self._reactor)
                 if self.on_success is not None:
                     self.on_success()
                 return answer
             except S3Error as error:
-                if not error.retryable or attempt >= self.config.retries:
+                if not error.retryable or attempt >= self.config.retries or self._past(deadline):
                     raise
                 why: object = error
             except NoCredentials as error:
                 raise S3Unreachable(str(error)) from error
             except _TRANSIENT as error:
-                if attempt >= self.config.retries:
+                if attempt >= self.config.retries or self._past(deadline):
                     raise S3Unreachable(f"{method} {url}: {error}") from error
                 why = error
             delay = self._random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+            delay = min(delay, max(0.0, deadline - self._reactor.seconds()))
             attempt += 1
             _log.info(
                 "S3 {method} {url} failed ({why}); try {attempt} of {retries} in {delay:.2f}s",
@@ -461,6 +501,9 @@ class S3Client:
                 delay=delay,
             )
             await deferLater(self._reactor, delay)
+
+    def _past(self, deadline: float) -> bool:
+        return bool(self._reactor.seconds() >= deadline)
 
     async def _attempt(
         self,
@@ -521,11 +564,14 @@ class S3Client:
             metadata,
         )
 
-    async def get_stream(self, key: str, offset: int = 0, etag: str | None = None) -> IResponse | None:
+    async def get_stream(
+        self, key: str, offset: int = 0, etag: str | None = None, within: float | None = None
+    ) -> IResponse | None:
         """
         Start downloading C{key} from byte C{offset}.
 
         @param etag: the ETag the object must still have (to resume a download).
+        @param within: a deadline shorter than the configured one (seconds).
         @return: the response, whose body the caller reads or discards; or
             C{None} when C{offset} is at or past the end of the object.
         @raise S3Error: with status 404 when there is no such object, 412
@@ -536,7 +582,12 @@ class S3Client:
             headers["If-Match"] = etag
         try:
             response, _ = await self.request(
-                "GET", key, query=[("response-content-encoding", "identity")], headers=headers, stream=True
+                "GET",
+                key,
+                query=[("response-content-encoding", "identity")],
+                headers=headers,
+                stream=True,
+                within=within,
             )
         except S3Error as error:
             if error.status == 416:
@@ -699,7 +750,6 @@ def default_http_client(reactor: Any, config: S3Config) -> tuple[Any, HTTPConnec
     """
     from treq.client import HTTPClient
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.max_connections
+    pool = quiet_pool(reactor, config.max_connections)
     agent = Agent(reactor, pool=pool, connectTimeout=config.request_timeout)
     return HTTPClient(agent), pool

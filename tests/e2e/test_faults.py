@@ -146,7 +146,7 @@ def _written(root: Path) -> int:
 def _cleanup_command(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the on-demand clean-up (C{exftp-cleanup}) to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "exftp._cleanup", *arguments],
+        [sys.executable, "-m", "exftp._cleanup_cli", *arguments],
         env=env or server_env(),
         capture_output=True,
         text=True,
@@ -611,6 +611,91 @@ def test_s3_stall_mid_upload_is_451(faulty_s3: FTPServer, bucket: Bucket, proxy:
     proxy.set_mode("pass")
     _recovered(faulty_s3, bucket)
     assert bucket.head("stalled.bin") is None
+
+
+#: What issue 16 asks of a stalled endpoint on the default settings: the transfer ends within this.
+_STALL_LIMIT = 90.0
+
+
+def _fails_in_time(client: ftplib.FTP, stalled: float, verb: str) -> None:
+    """The transfer's reply is 451 or 426, within L{_STALL_LIMIT} of the stall."""
+    with pytest.raises((ftplib.error_temp, ftplib.error_perm)) as failed:
+        client.voidresp()
+    took = time.monotonic() - stalled
+    assert code(failed.value) in (426, 451), failed.value
+    assert took < _STALL_LIMIT, f"the stalled {verb} took {took:.0f} s"
+
+
+@pytest.fixture
+def default_s3(start_server: Callable[..., FTPServer], bucket: Bucket, proxy: FaultProxy) -> FTPServer:
+    """A server whose S3 endpoint is the fault proxy, on the default timeout, retries and deadline."""
+    return _s3_server(start_server, bucket, spec=f":endpoint={proxy.endpoint}:addressing=path")
+
+
+def test_s3_stall_on_the_defaults_ends_an_ftplib_stor_in_90_s_and_the_upload_is_aborted_after(
+    default_s3: FTPServer, bucket: Bucket, proxy: FaultProxy
+) -> None:
+    """
+    With the default timeout, retries and deadline, an endpoint that takes
+    requests and answers nothing fails a STOR (451 or 426) within 90 s of
+    the stall, a part being in flight; once it answers again the multipart
+    upload is aborted and its journal entry removed, without a new request.
+    (Before the deadline: 5 tries of 60 s for the part, then as many for
+    the abort before the reply, about 600 s.)
+    """
+    server = default_s3
+    with server.login(timeout=_STALL_LIMIT + 60) as client:
+        data = client.transfercmd("STOR /stalled.bin")
+        data.settimeout(_STALL_LIMIT + 60)
+        data.sendall(b"".join(block(i) for i in range(6)))
+        wait_until(lambda: bucket.parts("stalled.bin") >= 1, "a part in S3")
+        proxy.set_mode("stall")
+        stalled = time.monotonic()
+        with contextlib.suppress(OSError):  # the server stops reading, then drops the connection
+            for index in range(6, 40):
+                data.sendall(block(index))
+            data.close()
+        _fails_in_time(client, stalled, "STOR")
+        data.close()
+        proxy.set_mode("pass")
+        assert client.voidcmd("NOOP").startswith("200")
+    wait_until(lambda: bucket.uploads() == [], "no open multipart upload", timeout=150)
+    wait_until(lambda: bucket.journal() == [], "an empty upload journal")
+    assert bucket.head("stalled.bin") is None
+    server.wait_for_log(r"S3 is not answering: multipart upload \S+ of stalled\.bin is aborted once it is back")
+    _unhandled(server)
+
+
+def test_s3_stall_on_the_defaults_ends_an_ftplib_retr_in_90_s(
+    default_s3: FTPServer, bucket: Bucket, proxy: FaultProxy
+) -> None:
+    """
+    A download whose body stops mid-way on the default settings ends (451
+    or 426) within 90 s of the stall, its resumption included. (Before the
+    deadline: 60 s without a byte, then up to 4 resumptions of 5 tries of
+    60 s each.)
+    """
+    data = _big_object(bucket, "big.bin", 24)
+    with default_s3.login(timeout=_STALL_LIMIT + 60) as client:
+        sock = client.transfercmd("RETR /big.bin")
+        sock.settimeout(_STALL_LIMIT + 60)
+        received = b""
+        while len(received) < MiB:
+            chunk = sock.recv(MiB)
+            assert chunk, "the download ended early"
+            received += chunk
+        proxy.set_mode("stall")
+        stalled = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(MiB):
+                received += chunk
+        sock.close()
+        _fails_in_time(client, stalled, "RETR")
+        assert len(received) < len(data)
+        proxy.set_mode("pass")
+        assert retr_bytes(client, "/big.bin") == data
+    default_s3.wait_for_log(r"S3 download (stalled|could not be resumed)")
+    _unhandled(default_s3)
 
 
 def _big_object(bucket: Bucket, key: str, mib: int) -> bytes:

@@ -163,7 +163,8 @@ def test_require_session_reuse_refuses_fresh_sessions(strict: FTPServer, pki: PK
     strict.wait_for_log("did not resume")
 
 
-def test_implicit_tls(implicit: FTPServer, pki: PKIFiles) -> None:
+def _implicit_client(implicit: FTPServer, pki: PKIFiles) -> ftplib.FTP_TLS:
+    """ftplib logged in over implicit TLS: the control connection is TLS from its first byte."""
     raw = _context(pki).wrap_socket(
         __import__("socket").create_connection((implicit.host, implicit.port), timeout=15),
         server_hostname=implicit.host,
@@ -175,10 +176,30 @@ def test_implicit_tls(implicit: FTPServer, pki: PKIFiles) -> None:
     client.file = raw.makefile("r", encoding="utf-8")
     client.welcome = client.getresp()
     client.login(USER, PASSWORD, secure=False)
+    return client
+
+
+def test_implicit_tls(implicit: FTPServer, pki: PKIFiles) -> None:
+    client = _implicit_client(implicit, pki)
     try:
-        client._prot_p = True  # implicit FTPS protects data by default
+        client.prot_p()
         received = io.BytesIO()
         client.retrbinary("RETR data.bin", received.write)
+        assert received.getvalue() == PAYLOAD
+    finally:
+        client.close()
+
+
+def test_implicit_tls_data_is_clear_until_prot_p(implicit: FTPServer, pki: PKIFiles) -> None:
+    """
+    RFC 4217's default for implicit FTPS too: a client that never sends PROT
+    (fsspec's implicit-TLS client) gets its data in clear, not a TLS handshake
+    it does not expect.
+    """
+    client = _implicit_client(implicit, pki)
+    try:
+        received = io.BytesIO()
+        client.retrbinary("RETR data.bin", received.write)  # no PROT: a plain data socket
         assert received.getvalue() == PAYLOAD
     finally:
         client.close()

@@ -14,6 +14,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,9 @@ from typing import Any
 
 import _moto
 import pytest
+from _interop import make_tree, need, set_mtimes
 from conftest import AUTH, PASSWORD, USER, FTPServer, code, list_lines, retr_bytes, rss_kib, wait_until
+from test_interop_rclone import obscured, rclone, remote  # noqa: F401 (obscured: a fixture)
 
 MiB = 1024 * 1024
 #: The default part size of the S3 storage.
@@ -254,3 +257,48 @@ def test_unreachable_storage_is_451_and_the_session_goes_on(start_server: Any, t
             client.sendcmd("SIZE anything")
         assert code(unavailable.value) == 451
         client.voidcmd("NOOP")
+
+
+@need("rclone")
+def test_rclone_sync_copies_nothing_the_second_time(
+    s3: S3Server,
+    area: str,
+    tmp_path: Path,
+    obscured: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """
+    C{rclone sync} sets each file's time with MFMT and compares it with the
+    MLSD listing: the listing shows the time set (not the time of the copy
+    that stored it), so the second sync copies nothing, as on file storage.
+    Directories show a real time, not 1970.
+    """
+    files = make_tree(tmp_path / "source", 24)
+    names = sorted(files)
+    stamps = set_mtimes(tmp_path / "source", names, base=1_500_000_000)
+    target = remote(s3.server, obscured, f"{area}/tree")
+    rclone("sync", "source", target, cwd=tmp_path)
+    again = rclone("sync", "source", target, cwd=tmp_path)
+    assert "Copied (" not in again.log and "There was nothing to transfer" in again.log, again.describe()
+    name = names[0]
+    folder, _, leaf = f"{area}/tree/{name}".rpartition("/")
+    with s3.server.login() as client:
+        facts = dict(client.mlsd(folder))
+        assert facts[leaf]["modify"] == time.strftime("%Y%m%d%H%M%S", time.gmtime(stamps[name])), facts[leaf]
+        listed = dict(client.mlsd(f"{area}/tree"))
+        directories = [fact for entry, fact in listed.items() if fact["type"] in ("dir", "cdir")]
+        assert directories and all(not fact["modify"].startswith("1970") for fact in directories), listed
+
+
+def test_connections_to_s3_log_no_factory_lines(s3: S3Server, area: str) -> None:
+    """Twisted's "Starting factory" and "Stopping factory" lines for every connection to S3 stay out of the log."""
+    with s3.server.login() as first, s3.server.login() as second:
+        for client in (first, second):
+            client.cwd(area)
+        first.storbinary("STOR one.bin", io.BytesIO(pattern(1)))
+        second.storbinary("STOR two.bin", io.BytesIO(pattern(2)))
+        assert retr_bytes(first, "two.bin") == pattern(2)
+        assert sorted(second.nlst()) in (["one.bin", "two.bin"], [f"{area}/one.bin", f"{area}/two.bin"])
+    log = s3.server.log()
+    assert "uploaded" in log  # the log is there, and shows the transfers
+    noisy = [line for line in log.splitlines() if "Starting factory" in line or "Stopping factory" in line]
+    assert noisy == [], noisy[:4]
