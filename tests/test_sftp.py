@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -488,7 +490,7 @@ class ReadmeTests(SynchronousTestCase):
         known |= {name[4:].replace("_", "-") for name in dir(Options) if name.startswith("opt_")}
         self.assertLessEqual(names, known)
         options = Options(environ={})
-        options.parseOptions(["--storage", "memory", "--sftp", "tcp:0", "--state-dir", self.mktemp()])
+        options.parseOptions(["--storage", "memory", "--sftp", "tcp:0", "--state-dir", _temporary(self)])
         self.assertEqual(options["ports"], [])  # SFTP only
         self.assertEqual(len(options["ssh_host_keys"]), 1)
 
@@ -572,7 +574,7 @@ class OptionsTests(SynchronousTestCase):
         return options
 
     def setUp(self) -> None:
-        self.state = self.mktemp()
+        self.state = _temporary(self)
 
     def refused(self, *arguments: str) -> str:
         from twisted.python.usage import UsageError
@@ -595,14 +597,21 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["sftp_ports"], ["haproxy:tcp:0"])
 
     def test_bad_host_keys(self) -> None:
-        public = Path(self.mktemp())
+        public = Path(_temporary(self), "key.pub")
         public.write_bytes(_key().public().toString("openssh"))
         self.assertIn("a public key", self.refused("--sftp", "tcp:0", "--host-key", str(public)))
         self.assertIn("No such file", self.refused("--sftp", "tcp:0", "--host-key", "/nonexistent/key"))
         self.assertIn("is for SFTP", self.refused("--host-key", str(public)))
-        private = Path(self.mktemp())
+        private = Path(_temporary(self), "key")
         private.write_bytes(_key().toString("openssh"))
         options = self.parse("--sftp", "tcp:0", "--host-key", str(private))
         self.assertEqual(len(options["ssh_host_keys"]), 1)
         self.assertIn("a second ssh-ed25519", self.refused("--sftp", "tcp:0", "--host-key", str(private),
                                                            "--host-key", str(private)))
+
+
+def _temporary(test: SynchronousTestCase) -> str:
+    """A new directory outside the working tree, removed after C{test}."""
+    directory = tempfile.mkdtemp(prefix="exftp-sftp-")
+    test.addCleanup(shutil.rmtree, directory, True)
+    return directory
