@@ -42,6 +42,7 @@ from ._interfaces import (
     WriteMode,
 )
 from ._logging import log_observer
+from ._login import IPublicKeyAuthenticator
 from ._metrics import Metrics
 from ._paths import VirtualPath
 from ._plugins import AuthenticatorPlugin, IAuthenticatorPlugin, IStoragePlugin, StoragePlugin
@@ -93,6 +94,7 @@ __all__ = [
     "HookQueue",
     "IAuthenticator",
     "IAuthenticatorPlugin",
+    "IPublicKeyAuthenticator",
     "IReadFile",
     "IStorage",
     "IStorageCleanup",

@@ -39,6 +39,7 @@ class FTPEvent:
     @ivar seconds: how long a transfer took.
     @ivar time: when it ended, seconds since the epoch.
     @ivar binary: whether a transfer was TYPE I.
+    @ivar protocol: C{ftp}, C{ftps} (a TLS control connection) or C{sftp}.
     """
 
     action: Action
@@ -52,6 +53,7 @@ class FTPEvent:
     bytes: int = 0
     seconds: float = 0.0
     binary: bool = True
+    protocol: str = "ftp"
 
 
 #: Something that wants to hear about events; it must not block and should not raise.

@@ -71,6 +71,7 @@ def event_document(event: FTPEvent) -> dict[str, Any]:
         "seconds": event.seconds,
         "binary": event.binary,
         "time": event.time,
+        "protocol": event.protocol,
     }
 
 

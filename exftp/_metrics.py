@@ -85,6 +85,10 @@ class TimedAuthenticator(_Proxy):
     def authenticated(self, session: Session) -> Deferred[bool]:
         return self._call("authenticated", session)
 
+    def authorized_keys(self, username: str) -> Deferred[Any]:
+        """Timed too; offered only when the wrapped authenticator knows public keys (see L{_Proxy})."""
+        return self._call("authorized_keys", username)
+
 
 @implementer(IStorage)
 class TimedStorage(_Proxy):
@@ -212,6 +216,10 @@ class Metrics:
             "exftp_operations", "Deletes, renames, mkdirs and rmdirs, by action and result.", ["action", "result"],
             registry=where,
         )
+        self.events = Counter(
+            "exftp_events", "Session events, by protocol (ftp, ftps, sftp), action and result.",
+            ["protocol", "action", "result"], registry=where,
+        )
         self.error_replies = Counter(
             "exftp_error_replies", "Error replies (4xx, 5xx) sent, by code.", ["code"], registry=where
         )
@@ -227,6 +235,7 @@ class Metrics:
 
     def __call__(self, event: FTPEvent) -> None:
         result = "ok" if event.ok else "failed"
+        self.events.labels(protocol=event.protocol, action=event.action.value, result=result).inc()
         if event.action in (Action.LOGIN, Action.LOGIN_FAILED):
             self.logins.labels(result=result).inc()
         elif event.action in _DIRECTIONS:

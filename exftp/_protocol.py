@@ -63,7 +63,8 @@ from ._interfaces import (
     Session,
     WriteMode,
 )
-from ._limits import Pacer, SessionLimits, TooManySessions, UploadGuard
+from ._limits import Pacer, SessionLimits, UploadGuard
+from ._login import CLOSING, log_in, still_valid
 from ._paths import VirtualPath
 from ._proxy import CONNECTED, connected_address
 from ._replies import Reply, format_reply, format_reply_lines, format_reply_opening, quote_path
@@ -543,35 +544,18 @@ class FTPProtocol(LineReceiver):
 
     async def _still_valid(self) -> bool:
         """
-        Ask the authenticator whether the session is still valid; when it is
-        not (or fails unexpectedly), reply 421 and close.
-
-        When the authenticator cannot say for now (a server-side L{FTPError}
-        such as L{AuthenticationUnavailable<exftp.AuthenticationUnavailable>}:
-        its service is down), the session goes on and the problem is logged:
-        an outage of the auth service must not end every running session. A
-        refusal still ends the session once the service answers again.
+        Ask the authenticator whether the session is still valid (see
+        L{exftp._login.still_valid}); when it is not, reply 421 and close.
         """
         session = self.session
         assert session is not None
-        text = "Session is no longer valid; closing control connection."
-        try:
-            valid = await maybeDeferred(self.factory.authenticator.authenticated, session)
-        except CancelledError:
-            raise
-        except FTPError as error:
-            if not error.client_fault:
-                _log.error("Could not re-validate {user!r} from {peer}, the session goes on: {why}",
-                           user=session.username, peer=self.peer_host, why=error.message)
-                return True
-            valid = False
-        except Exception:
-            _log.failure("Re-validation of {user!r} failed", user=session.username)
-            valid, text = False, "Authentication service unavailable; closing control connection."
+        valid = await still_valid(self.factory.authenticator, session, self.peer_host)
         if valid:
             return True
-        _log.info("Session of {user!r} from {peer} ended: no longer valid", user=session.username,
-                  peer=self.peer_host)
+        if valid is None:
+            text = "Authentication service unavailable; closing control connection."
+        else:
+            text = "Session is no longer valid; closing control connection."
         self.reply(Reply.SERVICE_NOT_AVAILABLE, text)
         self._close_control()
         return False
@@ -711,6 +695,7 @@ class FTPProtocol(LineReceiver):
                 username=self.session.username if self.session else self.state.username,
                 peer=self.peer_host,
                 time=self.factory.reactor.seconds(),
+                protocol="ftps" if self.secure else "ftp",
                 **details,
             )
         )
@@ -950,102 +935,23 @@ async def _pass(proto: FTPProtocol, argument: str) -> None:
     _require_tls(proto)
     username = proto.state.username
     assert username is not None
-    factory = proto.factory
-    banned = factory.ban_refusal(proto.peer_host)
-    if banned is not None:
-        # Sessions opened before the ban stop guessing too; nobody is asked.
-        proto.state.username = None
-        _log.info("Refused login of {user!r} from banned {peer}", user=username, peer=proto.peer_host)
-        proto.reply(Reply.SERVICE_NOT_AVAILABLE, banned)
+    authenticator = proto.factory.authenticator
+    try:
+        session, storage, proto.limits = await log_in(
+            proto.factory, proto, username, lambda: authenticator.login(username, argument),
+            on_failure=lambda: proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN),
+        )
+    except CLOSING as refusal:
+        proto.reply(refusal.reply, refusal.message)
         proto._close_control()
         return
-    authenticator = factory.authenticator
-    started = factory.reactor.seconds()
-    checked = False  # whether the authenticator gave its verdict
-    try:
-        if not await maybeDeferred(authenticator.valid_user, username):
-            raise LoginFailed()
-        session: Session = await maybeDeferred(authenticator.login, username, argument)
-        checked = True
-        storage: IStorage = await maybeDeferred(proto.factory.storage_factory.storage_for, session)
-        proto.limits = factory.limits.admit(session, proto.peer_host)  # allow_from: 530; max_sessions: 421
-    except CancelledError:
-        raise
-    except TooManySessions as error:
-        await _too_many_sessions(proto, error, started)
-        return
-    except Exception as error:
-        if not checked and isinstance(error, FTPError) and not error.client_fault:
-            await _login_unavailable(proto, username, error, started)
-            return
-        await _login_failed(proto, username, error, started)
-        return
+    finally:
+        proto.state.username = None
     proto.session, proto.storage = session, storage
-    proto.state.username = None
     proto.state.logged_in = True
     proto.emit(Action.LOGIN, True, Reply.USER_LOGGED_IN)
     proto.cwd = VirtualPath.root()
-    _log.info("Login of {user!r} from {peer}", user=session.username, peer=proto.peer_host)
     proto.reply(Reply.USER_LOGGED_IN, "Login successful.")
-
-
-async def _after_login_delay(proto: FTPProtocol, started: float) -> None:
-    """
-    Wait until C{login_failure_delay} after PASS, however quick the check
-    was, so that timing tells nothing about which users exist.
-    """
-    factory = proto.factory
-    remaining = started + factory.login_failure_delay - factory.reactor.seconds()
-    if remaining > 0:
-        await deferLater(factory.reactor, remaining)
-
-
-async def _login_unavailable(proto: FTPProtocol, username: str, error: FTPError, started: float) -> None:
-    """
-    The authenticator could not check the login (a server-side L{FTPError}
-    such as L{AuthenticationUnavailable<exftp.AuthenticationUnavailable>}: its
-    service is down): a server problem, logged as such, answered 421 (RFC 959:
-    service not available, closing the control connection; the client may
-    retry later) and never counted as a failed login or toward a ban, so
-    that an outage bans nobody.
-    """
-    proto.state.username = None
-    cause = error.__cause__
-    why = f"{error.message} ({type(cause).__name__}: {cause})" if cause is not None else error.message
-    _log.error("Login of {user!r} from {peer} could not be checked: {why}", user=username,
-               peer=proto.peer_host, why=why)
-    await _after_login_delay(proto, started)
-    proto.reply(Reply.SERVICE_NOT_AVAILABLE, "Service not available: the authentication service did not "
-                "answer; closing control connection, try again later.")
-    proto._close_control()
-
-
-async def _login_failed(proto: FTPProtocol, username: str, error: Exception, started: float) -> None:
-    """
-    A refused login, or one that failed unexpectedly or after the
-    authenticator's verdict (the user's storage): counted, answered 530.
-    """
-    factory = proto.factory
-    proto.login_failures += 1
-    proto.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN)
-    proto.state.username = None
-    banned = factory.login_failed(proto.peer_host)
-    _log.info("Login failed for {user!r} from {peer} ({count} failures)", user=username,
-              peer=proto.peer_host, count=proto.login_failures)
-    if not isinstance(error, FTPError):
-        _log.failure("Login error", Failure(error))
-    elif not error.client_fault:
-        _log.warn("Login of {user!r} could not be completed: {why}", user=username, why=error.message)
-    await _after_login_delay(proto, started)
-    if banned is not None:
-        proto.reply(Reply.SERVICE_NOT_AVAILABLE, banned)
-        proto._close_control()
-        return
-    if proto.login_failures >= factory.max_login_failures:
-        proto.reply(Reply.NOT_LOGGED_IN, "Login incorrect; too many failures, closing connection.")
-        proto._close_control()
-        return
-    raise LoginFailed() from None
 
 
 @command("ACCT")
@@ -1819,14 +1725,6 @@ async def _stor(proto: FTPProtocol, argument: str) -> None:
 @command("APPE")
 async def _appe(proto: FTPProtocol, argument: str) -> None:
     await _store(proto, argument, WriteMode.APPEND)
-
-
-async def _too_many_sessions(proto: FTPProtocol, error: TooManySessions, started: float) -> None:
-    """The user has all the sessions allowed: 421 after the usual delay, then close (not a failed login)."""
-    proto.state.username = None
-    await _after_login_delay(proto, started)
-    proto.reply(error.reply, f"{error.message} Closing control connection.")
-    proto._close_control()
 
 
 @command("ABOR")

@@ -76,6 +76,9 @@ class Config:
     @ivar max_file_size: the largest upload, in bytes, of users whose own
         limits set none (0: any size); likewise C{upload_rate} and
         C{download_rate}, in bytes per second for all of a user's sessions.
+    @ivar sftp_ports: Twisted server endpoint strings to serve SFTP on
+        (C{--sftp}; needs C{exftp[sftp]}).
+    @ivar ssh_host_keys: the SSH host keys (Conch C{Key}s), needed with C{sftp_ports}.
     """
 
     authenticator: IAuthenticator
@@ -117,6 +120,8 @@ class Config:
     hook_queue: int = 1000
     hook_retries: int = 5
     hook_timeout: float = 10.0
+    sftp_ports: Sequence[str] = ()
+    ssh_host_keys: Sequence[Any] = ()
 
 
 class ServerService(service.MultiService):
@@ -345,8 +350,28 @@ def build_service(config: Config, reactor: Any = None) -> ServerService:
     for description in config.ports:
         proxies = config.trusted_proxies
         ListeningService(with_backlog(description), factory, reactor, trusted_proxies=proxies).setServiceParent(top)
+    _sftp_services(config, factory, top)
     if metrics is not None and config.metrics is not None:
         metrics.bind(factory)
         announcement = "exftp metrics at http://{host}:{port}/metrics"
         ListeningService(config.metrics, metrics.site(), reactor, announcement).setServiceParent(top)
     return top
+
+
+def _sftp_services(config: Config, factory: FTPFactory, top: ServerService) -> None:
+    """Serve SFTP on C{config.sftp_ports} with the FTP server's policy; log the host keys' fingerprints."""
+    if not config.sftp_ports:
+        return
+    from .sftp import SFTPFactory, fingerprint
+
+    if not config.ssh_host_keys:
+        raise ValueError("sftp_ports need ssh_host_keys")
+    reactor = factory.reactor
+    sftp = SFTPFactory(factory, config.ssh_host_keys)
+    for key in config.ssh_host_keys:
+        reactor.callWhenRunning(_log.info, "SSH host key: {fingerprint}", fingerprint=fingerprint(key))
+    for description in config.sftp_ports:
+        ListeningService(
+            with_backlog(description), sftp, reactor, "exftp SFTP listening on {host}:{port}",
+            trusted_proxies=config.trusted_proxies,
+        ).setServiceParent(top)

@@ -255,6 +255,8 @@ _EXTRA_SETTINGS = {
     "hook": Setting("hooks", "texts"),
     "webhook": Setting("webhooks", "texts"),
     "trusted_proxy": Setting("trusted_proxies", "texts"),
+    "sftp": Setting("sftp_ports", "texts"),
+    "host_key": Setting("host_key_files", "texts"),
 }
 
 #: Command-line options that override other configuration settings than their own (or none).
@@ -329,6 +331,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "than this many seconds (0: only this node's).", float],
         ["hook-timeout", None, 10.0, "Seconds one webhook post may take; at shutdown, waiting events get as long.",
          float],
+        ["state-dir", None, None, "Directory for state kept across restarts (the generated SSH host key). "
+         "Default: $STATE_DIRECTORY, else $XDG_STATE_HOME/exftp, else ~/.local/state/exftp."],
     ]
     optFlags = [
         ["allow-foreign-addresses", None, "Allow PORT/EPRT to other hosts and low ports (FXP; unsafe)."],
@@ -348,6 +352,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["hooks"] = []
         self["webhooks"] = []
         self["trusted_proxies"] = []
+        self["sftp_ports"] = []
+        self["host_key_files"] = []
         self._command_line_auth_options: set[str] = set()
         for name, dispatch in self._dispatch.items():
             if isinstance(dispatch, usage.CoerceParameter):
@@ -406,6 +412,20 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["ports"].append(spec)
 
     opt_p = opt_port
+
+    def opt_sftp(self, spec: str) -> None:
+        """
+        Serve SFTP on this Twisted endpoint (repeatable), e.g. tcp:2222 or
+        haproxy:tcp:2222; beside the FTP ports, or instead of them when no --port is given.
+        """
+        self["sftp_ports"].append(spec)
+
+    def opt_host_key(self, path: str) -> None:
+        """
+        SSH host key file (repeatable: Ed25519, ECDSA, RSA; unencrypted). Default: an Ed25519
+        key generated once into --state-dir.
+        """
+        self["host_key_files"].append(path)
 
     def opt_auth(self, spec: str) -> None:  # type: ignore[override]
         """
@@ -522,7 +542,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--users {self['users']}: {error}") from None
             self["authenticator"] = self["users_authenticator"]
         self["passive_range"] = parse_port_range(self["passive-ports"]) if self["passive-ports"] else None
-        if not self["ports"]:
+        if not self["ports"] and not self["sftp_ports"]:
             self["ports"] = [DEFAULT_PORT]
         try:
             self["trusted_networks"] = parse_networks(self["trusted_proxies"])
@@ -530,7 +550,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(f"--trusted-proxy: {error}") from None
         for description in self["ports"]:
             check_endpoint(description, trusted_proxies=self["trusted_networks"])
-        if self["trusted_networks"] and not any(d.startswith(PREFIX) for d in self["ports"]):
+        self._check_sftp()
+        if self["trusted_networks"] and not any(d.startswith(PREFIX) for d in self["ports"] + self["sftp_ports"]):
             raise usage.UsageError("--trusted-proxy is for haproxy: ports, e.g. --port haproxy:tcp:2121")
         if self["passive-address"] not in (None, CONNECTED):
             check_ipv4(self["passive-address"])
@@ -552,6 +573,25 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["cleanup"]:
             node = getattr(self["storage_factory"], "node", None) or self["node"] or default_node()
             clean_up_now(self["storage_factory"], node, self["cleanup-age"] or None)
+
+    def _check_sftp(self) -> None:
+        """Check the SFTP endpoints and load (or generate) the host keys."""
+        self["ssh_host_keys"] = []
+        if not self["sftp_ports"]:
+            if self["host_key_files"]:
+                raise usage.UsageError("--host-key is for SFTP: add --sftp tcp:2222")
+            return
+        try:
+            from .sftp import default_state_dir, host_keys
+        except ImportError as error:
+            raise usage.UsageError(f"--sftp needs Twisted Conch: pip install 'exftp[sftp]' ({error})") from None
+        for description in self["sftp_ports"]:
+            check_endpoint(description, "--sftp", self["trusted_networks"])
+        state_dir = self["state-dir"] or default_state_dir(self.environ)
+        try:
+            self["ssh_host_keys"], self["ssh_host_key_generated"] = host_keys(self["host_key_files"], state_dir)
+        except ValueError as error:
+            raise usage.UsageError(f"--host-key: {error}") from None
 
     def _check_operations(self) -> None:
         """Check the hooks, the transfer log, the metrics endpoint and the log format."""
@@ -635,6 +675,8 @@ def config_from_options(options: Options) -> Config:
         hooks=tuple(load_callable(name) for name in options["hooks"]),
         webhooks=tuple(options["webhooks"]),
         hook_events=options["hook_actions"],
+        sftp_ports=tuple(options["sftp_ports"]),
+        ssh_host_keys=tuple(options["ssh_host_keys"]),
         **plain,
     )
 
@@ -666,3 +708,4 @@ def makeService(options: Options) -> service.MultiService:
         rotate_on_sigusr1(reactor, out)
     _on_sighup(reactor, top.reload)  # a server never dies of SIGHUP, even with nothing to reload
     return top
+

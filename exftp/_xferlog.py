@@ -66,7 +66,7 @@ def xferlog_line(event: FTPEvent, localtime: Callable[[float], time.struct_time]
         direction,
         "a" if username.lower() in ANONYMOUS_NAMES else "r",
         _field(username, "*"),
-        "ftp",
+        event.protocol,  # service name: ftp, ftps or sftp
         "0",
         "*",
         "c" if event.ok else "i",

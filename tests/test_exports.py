@@ -12,7 +12,7 @@ import pytest
 import exftp
 
 #: Public packages and modules that may appear as attributes of C{exftp}.
-_PUBLIC_MODULES = {"auth", "storage", "testing"}
+_PUBLIC_MODULES = {"auth", "sftp", "storage", "testing"}
 
 
 @pytest.mark.parametrize("module_name", ["exftp", "exftp.testing"])

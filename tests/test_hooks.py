@@ -41,7 +41,7 @@ class DocumentTests(SynchronousTestCase):
             {
                 "action": "upload", "status": "ok", "reply": 226, "user": "alice", "peer": "127.0.0.1",
                 "path": "/a.txt", "destination": None, "bytes": 5, "seconds": 0.25, "binary": False,
-                "time": 1700000000.5,
+                "time": 1700000000.5, "protocol": "ftp",
             },
         )  # fmt: skip
         json.dumps(document)

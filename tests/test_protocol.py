@@ -609,10 +609,18 @@ class RobustnessTests(SynchronousTestCase):
         self.assertEqual(client.send("NOOP")[0][:4], "200 ")
 
     def test_storage_factory_failure_refuses_login(self) -> None:
+        """
+        The password was right but the user's storage does not answer: a
+        server problem (421, closed), not the user's failed login (it was
+        530 and counted toward a ban: found by the chaos test).
+        """
         client = _Client(login_failure_delay=0)
         client.factory.storage_factory = _BrokenStorageFactory()
         client.send("USER alice")
-        self.assertEqual(client.send("PASS secret")[0][:4], "530 ")
+        reply = client.send("PASS secret")
+        self.assertEqual(reply[0][:4], "421 ", reply)
+        self.assertEqual(client.proto.login_failures, 0)
+        self.assertTrue(client.transport.disconnecting)
         self.flushLoggedErrors()
 
     def test_disconnect_during_upload_aborts_it(self) -> None:

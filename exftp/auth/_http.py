@@ -48,6 +48,7 @@ from .._errors import AuthenticationUnavailable, FTPError, InvalidPath, LoginFai
 from .._httpclient import HTTPUser, TooLarge, cancelled, check_url, describe, read_body, redacted
 from .._interfaces import IAuthenticator, Session, UserLimits
 from .._limits import parse_limits
+from .._login import IPublicKeyAuthenticator
 from .._paths import VirtualPath
 from .._startup import probe_url
 from ..storage._readonly import check_permissions
@@ -490,6 +491,8 @@ class WebhookSettings:
     @ivar permissions: pyftpdlib-style permission letters, or C{None} for all.
     @ivar document: the whole JSON object, for custom storage factories.
     @ivar limits: the user's quotas, rates and other limits (unlimited by default).
+    @ivar authorized_keys: public keys (C{authorized_keys} lines) that may
+        log the user in over SFTP.
     """
 
     root: VirtualPath | None = None
@@ -497,6 +500,7 @@ class WebhookSettings:
     permissions: frozenset[str] | None = None
     document: Mapping[str, Any] | None = None
     limits: UserLimits = field(default_factory=UserLimits)
+    authorized_keys: tuple[str, ...] = ()
 
 
 def _is_json(content_types: list[str]) -> bool:
@@ -514,7 +518,8 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
     C{application/*+json}) carries settings; any other is plain success.
     The JSON must be an object; its members C{root} (string), C{read_only}
     (boolean), C{permissions} (a string of pyftpdlib's letters
-    C{elradfmwMT}) and the limits of the users file (C{quota_bytes},
+    C{elradfmwMT}), C{authorized_keys} (a list of public key lines, for
+    SFTP) and the limits of the users file (C{quota_bytes},
     C{quota_files}, C{upload_rate}, C{download_rate}, C{max_sessions},
     C{max_file_size}: whole numbers, 0 for unlimited; C{allow_from}: a list
     of networks) are used, any may be absent or null, and
@@ -550,7 +555,10 @@ def parse_webhook_settings(body: bytes, content_types: list[str]) -> WebhookSett
             permissions = check_permissions(letters)
         except ValueError as error:
             raise ValueError(f'"permissions": {error}') from None
-    return WebhookSettings(path, bool(read_only), permissions, document, parse_limits(document))
+    keys = document.get("authorized_keys")
+    if keys is not None and (not isinstance(keys, list) or not all(isinstance(key, str) for key in keys)):
+        raise ValueError(f'"authorized_keys" must be a list of strings, not {type(keys).__name__}')
+    return WebhookSettings(path, bool(read_only), permissions, document, parse_limits(document), tuple(keys or ()))
 
 
 def parse_root(root: str) -> VirtualPath | None:
@@ -567,7 +575,11 @@ def parse_root(root: str) -> VirtualPath | None:
     return None if path.is_root else path
 
 
-@implementer(IAuthenticator)
+#: The secret of a public-key lookup: no C{password_hash} is sent (a password login always sends one).
+_KEY_LOOKUP = ""
+
+
+@implementer(IAuthenticator, IPublicKeyAuthenticator)
 class WebhookAuthenticator(_HTTPAuthenticator):
     """
     ex_ftp's webhook: C{login_method} to C{login_url} with the query
@@ -586,6 +598,11 @@ class WebhookAuthenticator(_HTTPAuthenticator):
     C{Session.attributes["webhook"]}. An answer that declares JSON but is
     not valid, or has members of the wrong type, fails the login with
     L{AuthenticationUnavailable} (421, a server problem) and is logged.
+
+    For an SFTP public-key login the webhook is called with C{username}
+    only (no C{password_hash}); its HTTP 200 JSON answer lists the user's
+    C{authorized_keys}, and the SSH server checks the client's key and
+    signature against them. Such an answer is never a password success.
     """
 
     kind = "webhook"
@@ -600,9 +617,25 @@ class WebhookAuthenticator(_HTTPAuthenticator):
         return _Credential(username, digest)
 
     async def _check(self, url: str, method: str, credential: _Credential) -> _Answer:
-        params = {"username": credential.username, "password_hash": credential.secret}
+        params = {"username": credential.username}
+        if credential.secret != _KEY_LOOKUP:
+            params["password_hash"] = credential.secret
         answer = await self._request(method, url, {}, params)
         return self._accept(answer, url, credential.username)
+
+    def authorized_keys(self, username: str) -> Deferred[tuple[Session, Sequence[str]]]:
+        """Ask the webhook for the user's session and public keys (no C{password_hash} sent)."""
+        return self._deadline(self._authorized_keys(username), "public-key lookup", username)
+
+    async def _authorized_keys(self, username: str) -> tuple[Session, Sequence[str]]:
+        started = self.reactor.seconds()
+        credential = _Credential(username, _KEY_LOOKUP)
+        answer = await self._check(self.login_url, self.login_method, credential)
+        session = self._session(credential, answer, _Validation(self, credential, started))
+        keys = session.attributes.get("authorized_keys", ())
+        if not keys:
+            raise LoginFailed()
+        return session, keys
 
     def _session(self, credential: _Credential, answer: _Answer, state: _Validation) -> Session:
         try:
@@ -612,6 +645,8 @@ class WebhookAuthenticator(_HTTPAuthenticator):
         attributes: dict[str, Any] = {SESSION_KEY: state}
         if settings.document is not None:
             attributes["webhook"] = settings.document
+        if settings.authorized_keys:
+            attributes["authorized_keys"] = settings.authorized_keys
         return Session(
             credential.username,
             root=settings.root,

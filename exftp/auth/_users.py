@@ -26,11 +26,11 @@ import secrets
 import threading
 import tomllib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -39,6 +39,7 @@ from zope.interface import implementer
 from .._errors import LoginFailed
 from .._interfaces import IAuthenticator, Session, UserLimits
 from .._limits import LIMIT_KEYS, parse_limits, value_kind
+from .._login import IPublicKeyAuthenticator
 from .._paths import VirtualPath
 from ..storage._readonly import check_permissions
 from ._http import parse_root
@@ -58,7 +59,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INSTALL = "pip install 'exftp[users]'"
 
 _TOP_KEYS = ("fallthrough", "users")
-_KEYS = ("password", "root", "permissions", "read_only", "disabled", *LIMIT_KEYS)
+_KEYS = ("password", "root", "permissions", "read_only", "disabled", "authorized_keys", *LIMIT_KEYS)
+#: The key types an C{authorized_keys} line may name (what Conch verifies).
+_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
+              "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,8 @@ class UserEntry:
     @ivar permissions: pyftpdlib's letters, or C{None} for everything.
     @ivar limits: quotas, rates and the rest, for the core to enforce.
     @ivar disabled: whether logins are refused.
+    @ivar authorized_keys: public keys (C{authorized_keys} lines) that may
+        log the user in over SFTP.
     """
 
     name: str
@@ -82,6 +88,7 @@ class UserEntry:
     permissions: frozenset[str] | None = None
     limits: UserLimits = field(default_factory=UserLimits)
     disabled: bool = False
+    authorized_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +270,21 @@ def _entry(name: str, table: object) -> UserEntry:
         permissions=permissions,
         limits=parse_limits(table, f"{where}."),
         disabled=_flag(table, "disabled", where),
+        authorized_keys=_authorized_keys(table.get("authorized_keys", []), where),
     )
+
+
+def _authorized_keys(value: object, where: str) -> tuple[str, ...]:
+    """The C{authorized_keys} list: lines such as C{"ssh-ed25519 AAAA... comment"}."""
+    if not isinstance(value, list) or not all(isinstance(line, str) for line in value):
+        raise ValueError(f'{where}.authorized_keys: expected a list of keys such as "ssh-ed25519 AAAA...", '
+                         f"not {value_kind(value)}")
+    for number, line in enumerate(value, 1):
+        fields = line.split()
+        if not any(kind in _KEY_TYPES and index + 1 < len(fields) for index, kind in enumerate(fields)):
+            raise ValueError(f"{where}.authorized_keys[{number}]: not a public key line "
+                             f"(expected one of {', '.join(_KEY_TYPES[:5])}... then the key)")
+    return tuple(value)
 
 
 def parse_users(document: Mapping[str, Any]) -> UsersFile:
@@ -312,7 +333,7 @@ class _Stamp:
     entry: UserEntry
 
 
-@implementer(IAuthenticator)
+@implementer(IAuthenticator, IPublicKeyAuthenticator)
 class UsersAuthenticator:
     """
     Logins checked against a users file; see the module's description.
@@ -403,14 +424,33 @@ class UsersAuthenticator:
         if entry.disabled:
             _log.info("Login of {user!r} refused: disabled in the users file", user=username)
             raise LoginFailed()
+        return self._session(entry)
+
+    def _session(self, entry: UserEntry) -> Session:
         return Session(
-            username,
+            entry.name,
             root=entry.root,
             read_only=entry.read_only,
             permissions=entry.permissions,
             attributes={SESSION_KEY: _Stamp(self, entry)},
             limits=entry.limits,
         )
+
+    def authorized_keys(self, username: str) -> Deferred[tuple[Session, Sequence[str]]]:
+        """
+        The session and public keys of a user of the file (refused when it
+        has none or is disabled); a user who falls through is asked of
+        C{fallback}, when it knows about keys.
+        """
+        users = self.users
+        if self._falls_through(users, username):
+            if not IPublicKeyAuthenticator.providedBy(self.fallback):
+                return fail(LoginFailed())
+            return maybeDeferred(self.fallback.authorized_keys, username)  # type: ignore[union-attr]
+        entry = users.users.get(username)
+        if entry is None or entry.disabled or not entry.authorized_keys:
+            return fail(LoginFailed())
+        return succeed((self._session(entry), entry.authorized_keys))
 
     def authenticated(self, session: Session) -> Deferred[bool]:
         """
