@@ -80,11 +80,6 @@ LOST_CREATE_ORPHANS = (
     "multipart upload whose id never reached exftp: it is in no journal, nothing aborts it, and "
     "it stays open for good (only a bucket lifecycle rule removes it)"
 )
-ROOTED_LOGIN_IN_S3_OUTAGE = (
-    "a login whose user has a root (/alice) while S3 fails (503, reset, stall, gone) is answered "
-    "'530 Login incorrect' and counted as a failed login toward a ban: storage_for's "
-    "StorageUnavailable after the authenticator's verdict goes to _login_failed, not to a 421"
-)
 
 
 def chaos_seed() -> int:
@@ -608,7 +603,6 @@ def test_chaos_s3_answers_lost(s3_world: World) -> None:
 @pytest.mark.parametrize(
     "s3_world", [{"rooted": True, "faults": ["S3 answers 503"], "rounds": 2, "relogin": 8}], indirect=True
 )
-@pytest.mark.xfail(strict=False, reason=ROOTED_LOGIN_IN_S3_OUTAGE)
 def test_chaos_s3_storage_rooted_users(s3_world: World) -> None:
     """Half of the sessions are alice's, rooted in /alice, whose logins look at S3."""
     _run(s3_world, "s3-rooted")
