@@ -104,11 +104,14 @@ def test_system_files_not_reachable(ftp: ftplib.FTP, path: str) -> None:
 
 
 def test_root_listing_shows_outward_links_as_links(client: ftplib.FTP) -> None:
-    lines = {line.split(maxsplit=8)[-1]: line for line in list_lines(client, "LIST /")}
+    lines = {line.split(maxsplit=8)[-1].split(" -> ")[0]: line for line in list_lines(client, "LIST /")}
     for name in ("etc_link", "passwd_link", "up_link", "outside_link", "secret_link"):
         assert lines[name].startswith("l"), lines[name]
-    # A link that stays inside is shown as what it points at.
-    assert lines["pub_link"].startswith("d")
+        # Where it leads is not shown: it is outside the root.
+        assert lines[name].endswith(f"{name} -> (outside the root)"), lines[name]
+    # A link that stays inside is a link too (issue 18), with its target as the user sees it.
+    assert lines["pub_link"].startswith("l"), lines["pub_link"]
+    assert " -> " in lines["pub_link"] and "(outside the root)" not in lines["pub_link"], lines["pub_link"]
 
 
 @pytest.mark.parametrize("link", ["etc_link", "up_link", "outside_link"])
