@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _profile, _scenarios
-from bench._servers import Exftp, Pyftpdlib, ServerError, Vsftpd
+from bench._servers import LIMITS, Exftp, Pyftpdlib, ServerError, Vsftpd
 
 ALL_SERVERS = ["exftp", "pyftpdlib", "vsftpd"]
 
@@ -128,15 +128,25 @@ def _ratio(metric: _scenarios.Metric, peer: str) -> str:
     return f"{_scenarios.summary(mine)[0] / denominator:.2f}x"
 
 
-def markdown(metrics: list[_scenarios.Metric], servers: list[str], info: dict[str, Any], notes: list[str]) -> str:
+def markdown(
+    metrics: list[_scenarios.Metric],
+    servers: list[str],
+    info: dict[str, Any],
+    notes: list[str],
+    failures: list[str] | None = None,
+) -> str:
     peers = [s for s in servers if s != "exftp"]
-    head = ["scenario", "unit", "better", *servers, *(f"exftp/{p}" for p in peers)]
+    # References that are not servers (direct boto3 against moto) get a column of their own.
+    columns = servers + sorted({k for m in metrics for k in m.samples if k not in servers})
+    head = ["scenario", "unit", "better", *columns, *(f"exftp/{p}" for p in peers)]
     lines = [
-        f"exftp benchmark, {info['date']}: {info['cpus']} CPUs, load average before "
+        f"`{info['command']}`, {info['date']}: {info['cpus']} CPUs, load average before "
         f"{', '.join(f'{x:.2f}' for x in info['load_average_before'])}, after "
         f"{', '.join(f'{x:.2f}' for x in info['load_average_after'])}; exftp {info['exftp_commit']}, "
         f"pyftpdlib {info['pyftpdlib']}, vsftpd {info['vsftpd']}; {info['rounds']} rounds"
         f"{' (--quick sizes)' if info['quick'] else ''}. Cells: median (min-max).",
+        "",
+        "Limits set alike for every server: " + ", ".join(f"{k} {v}" for k, v in info["limits"].items()) + ".",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -145,7 +155,7 @@ def markdown(metrics: list[_scenarios.Metric], servers: list[str], info: dict[st
         if not any(metric.samples.values()):
             continue
         row = [metric.title, metric.unit, "↑" if metric.better == "higher" else "↓"]
-        row += [_cell(metric.samples.get(s)) for s in servers]
+        row += [_cell(metric.samples.get(s)) for s in columns]
         row += [_ratio(metric, p) for p in peers]
         lines.append("| " + " | ".join(row) + " |")
     cpu_rows = [m for m in metrics if any(m.cpu.values())]
@@ -155,6 +165,9 @@ def markdown(metrics: list[_scenarios.Metric], servers: list[str], info: dict[st
         for metric in cpu_rows:
             cells = [_number(_scenarios.summary(metric.cpu[s])[0]) if metric.cpu.get(s) else "-" for s in servers]
             lines.append(f"| {metric.title} | " + " | ".join(cells) + " |")
+    if failures:
+        lines += ["", f"**RUN FAILED: {len(failures)} refused or failed sessions or transfers:**", ""]
+        lines += [f"- {f}" for f in failures[:20]]
     all_notes = notes + [f"{m.title}: {n}" for m in metrics for n in m.notes]
     if all_notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in all_notes]
@@ -228,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"vsftpd skipped: could not make its local user: {error}")
             servers.remove("vsftpd")
     info = _environment()
-    info.update(rounds=rounds, quick=args.quick, sizes=vars(sizes) | {"s3_sizes": list(sizes.s3_sizes)})
+    info.update(
+        rounds=rounds, quick=args.quick, sizes=vars(sizes) | {"s3_sizes": list(sizes.s3_sizes)}, limits=LIMITS,
+        command=" ".join(["python3", "bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
+    )  # fmt: skip
     print(f"preparing {ctx.root} ...", flush=True)
     _scenarios.prepare(ctx, owner)
 
@@ -249,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
-    table = markdown(metrics, servers, info, notes)
+    table = markdown(metrics, servers, info, notes, ctx.failures)
     (args.out / f"bench-{stamp}.md").write_text(table)
     document = {
         "environment": info,
         "servers": servers,
         "notes": notes,
+        "failures": ctx.failures,
         "metrics": [
             {
                 "key": m.key, "title": m.title, "unit": m.unit, "better": m.better,
@@ -272,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     print(f"written: {args.out / f'bench-{stamp}.md'} and .json ({info['seconds']}s)")
+    if ctx.failures:
+        print(f"FAILED: {len(ctx.failures)} refused or failed sessions or transfers (see above)", file=sys.stderr)
+        return 1
     return 0
 
 
