@@ -50,6 +50,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(_scenarios.SCENARIOS),
         help="comma-separated subset of " + ",".join(_scenarios.SCENARIOS),
     )
+    parser.add_argument(
+        "--s3-rounds", type=int, help="rounds of the S3 scenario (default: --rounds; moto makes each take minutes)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"), help="results directory")
     parser.add_argument("--workdir", type=Path, help="where the served tree goes (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the served tree and the server logs")
@@ -144,6 +147,7 @@ def markdown(
         f"{', '.join(f'{x:.2f}' for x in info['load_average_before'])}, after "
         f"{', '.join(f'{x:.2f}' for x in info['load_average_after'])}; exftp {info['exftp_commit']}, "
         f"pyftpdlib {info['pyftpdlib']}, vsftpd {info['vsftpd']}; {info['rounds']} rounds"
+        f" ({info['s3_rounds']} for S3)"
         f"{' (--quick sizes)' if info['quick'] else ''}. Cells: median (min-max).",
         "",
         "Limits set alike for every server: " + ", ".join(f"{k} {v}" for k, v in info["limits"].items()) + ".",
@@ -216,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         password=secrets.token_hex(8),
         sizes=sizes,
         rounds=rounds,
+        s3_rounds=args.s3_rounds,
         servers=servers,
         deadline=time.monotonic() + args.time_limit,
         profile_dir=profile_dir,
@@ -242,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             servers.remove("vsftpd")
     info = _environment()
     info.update(
-        rounds=rounds, quick=args.quick, sizes=vars(sizes) | {"s3_sizes": list(sizes.s3_sizes)}, limits=LIMITS,
+        rounds=rounds, s3_rounds=args.s3_rounds or rounds, quick=args.quick,
+        sizes=vars(sizes) | {"s3_sizes": list(sizes.s3_sizes)}, limits=LIMITS,
         command=" ".join(["python3", "bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
     )  # fmt: skip
     print(f"preparing {ctx.root} ...", flush=True)
