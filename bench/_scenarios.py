@@ -209,9 +209,8 @@ def _zero_copy(
         _clients.close_session(ftp)
 
 
-def _throughput(prefix: str, client: str) -> tuple[Metric, Metric]:
+def _throughput(key: str, prefix: str, client: str) -> tuple[Metric, Metric]:
     """A MB/s metric and its server-CPU-per-GiB companion."""
-    key = prefix.split(".")[0] + "_" + client.split()[0].replace("-", "_")
     title = f"{prefix}, {client}"
     return (
         Metric(key, title, "MB/s", "higher"),
@@ -228,8 +227,8 @@ def _add_throughput(metrics: tuple[Metric, Metric], name: str, size: int, second
 def retr(ctx: Context) -> list[Metric]:
     size = ctx.sizes.big
     prefix = f"1. RETR {size // MiB} MiB"
-    zero = _throughput(prefix, "zero-copy client (MSG_TRUNC)")
-    curl = _throughput(prefix, "curl")
+    zero = _throughput("retr", prefix, "zero-copy client (MSG_TRUNC)")
+    curl = _throughput("retr_curl", prefix, "curl")
     with running(ctx, "retr") as servers:
         for _round_number, name, server in _each_transfer(ctx, zero[0], servers):
             result, cpu = _zero_copy(ctx, server, lambda ftp: _clients.zero_copy_retr(ftp, "big.bin"))
@@ -262,11 +261,11 @@ def _durable(path: Path) -> float:
 def stor(ctx: Context) -> list[Metric]:
     size = ctx.sizes.big
     prefix = f"2. STOR {size // MiB} MiB"
-    zero = _throughput(prefix, "zero-copy client (sendfile), to the 226")
+    zero = _throughput("stor", prefix, "zero-copy client (sendfile), to the 226")
     durable = Metric(
         "stor_durable", f"{prefix}, zero-copy client, durable: to the 226 + fsync by the bench", "MB/s", "higher"
     )
-    curl = _throughput(prefix, "curl, to the 226")
+    curl = _throughput("stor_curl", prefix, "curl, to the 226")
     source = ctx.root / "big.bin"
     with running(ctx, "stor") as servers:
         for round_number, name, server in _each_transfer(ctx, zero[0], servers):

@@ -131,6 +131,58 @@ def _ratio(metric: _scenarios.Metric, peer: str) -> str:
     return f"{_scenarios.summary(mine)[0] / denominator:.2f}x"
 
 
+#: Issue 21's targets: (metric key prefix, peer or reference, comparison, bound, what it says).
+#: A peer compares exftp's median to the peer's; C{None} bounds exftp's median itself.
+TARGETS: list[tuple[str, str | None, str, float, str]] = [
+    ("retr", "pyftpdlib", ">=", 1.2, "RETR 1 GiB, zero-copy client"),
+    ("retr", "vsftpd", ">=", 1.0, "RETR 1 GiB, zero-copy client"),
+    ("stor_durable", "pyftpdlib", ">=", 1.2, "STOR 1 GiB durable (226 + fsync)"),
+    ("stor_durable", "vsftpd", ">=", 1.1, "STOR 1 GiB durable (226 + fsync)"),
+    ("clients_wall", "pyftpdlib", "<=", 1.0, "100 clients: wall time"),
+    ("clients_failed", None, "<=", 0, "100 clients: sessions refused or failed"),
+    ("logins", "pyftpdlib", ">=", 1.1, "logins/s"),
+    ("list", "pyftpdlib", "<=", 0.9, "LIST of 10,000"),
+    ("idle_rss", "pyftpdlib", "<=", 1.0, "idle memory per session (RSS)"),
+    ("start_rss", None, "<=", 40, "RSS at start, default options (MiB)"),
+    ("s3_stor", "boto3", ">=", 1.0, "S3 (moto) 1 GiB STOR vs direct boto3 upload"),
+    ("s3_retr", "boto3", ">=", 2.0, "S3 (moto) 1 GiB RETR vs direct boto3 download"),
+    ("s3_stor_peak", None, "<=", 64, "S3 1 GiB STOR peak RSS above idle (MiB)"),
+    ("s3_retr_peak", None, "<=", 64, "S3 1 GiB RETR peak RSS above idle (MiB)"),
+]
+#: The reference that issue 21 compares each S3 metric with.
+_REFERENCE = {"s3_stor": "s3_boto3_up", "s3_retr": "s3_boto3_down"}
+
+
+def targets(metrics: list[_scenarios.Metric]) -> list[str]:
+    """Issue 21's targets as Markdown rows: what was measured and whether it was met."""
+    by_key = {m.key: m for m in metrics}
+    # S3 metrics carry their size (s3_stor_1024): the largest one stands for the target.
+    for m in metrics:
+        if m.key.startswith("s3_"):
+            by_key[m.key.rsplit("_", 1)[0]] = m
+    rows = ["| target | measured | met |", "|---|---|---|"]
+    for key, peer, comparison, bound, label in TARGETS:
+        metric = by_key.get(key)
+        mine = metric.samples.get("exftp") if metric else None
+        theirs: list[float] | None = None
+        if peer == "boto3":
+            reference = by_key.get(_REFERENCE[key])
+            theirs = reference.samples.get("boto3") if reference else None
+        elif peer is not None:
+            theirs = metric.samples.get(peer) if metric else None
+        if not mine or (peer is not None and not theirs):
+            rows.append(f"| {label} {comparison} {bound:g}{'x ' + peer if peer else ''} | not measured | - |")
+            continue
+        value = _scenarios.summary(mine)[0]
+        if peer is not None and theirs:
+            value /= _scenarios.summary(theirs)[0]
+        met = value >= bound if comparison == ">=" else value <= bound
+        unit = f"x {peer}" if peer else ""
+        shown = f"{value:.3f}" if peer else _number(value)
+        rows.append(f"| {label} {comparison} {bound:g}{unit} | {shown}{unit} | {'yes' if met else '**no**'} |")
+    return rows
+
+
 def markdown(
     metrics: list[_scenarios.Metric],
     servers: list[str],
@@ -162,6 +214,7 @@ def markdown(
         row += [_cell(metric.samples.get(s)) for s in columns]
         row += [_ratio(metric, p) for p in peers]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Issue 21's targets (medians of this run):", "", *targets(metrics)]
     cpu_rows = [m for m in metrics if any(m.cpu.values())]
     if cpu_rows:
         lines += ["", "Server CPU seconds per sample (median; vsftpd includes its session processes):", ""]
