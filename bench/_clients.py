@@ -1,6 +1,8 @@
 """
-The clients: curl (C) for single-client throughput, and Python ftplib in
-several processes of threads for the concurrent scenarios.
+The clients: for single-client throughput, one that costs almost nothing
+(RETR discards in the kernel with C{MSG_TRUNC}, STOR sends with C{sendfile})
+and curl (C), what a user's client sees; Python ftplib in several processes
+of threads for the concurrent scenarios.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def _worker(kind: str, threads: int, arguments: tuple[Any, ...], ready: Any, go:
     start = threading.Event()
     outputs: list[dict[str, Any]] = []
     lock = threading.Lock()
-    target = _transfer_client if kind == "transfer" else _login_client
+    target = {"transfer": _transfer_client, "login": _login_client, "small": _small_transfers_client}[kind]
 
     def run() -> None:
         start.wait()
@@ -288,3 +290,147 @@ def timed_listing(host: str, port: int, user: str, password: str, path: str) -> 
     finally:
         ftp.close()
     return seconds, received.count(b"\n")
+
+
+# --- Clients that cost almost nothing (issue 21) -------------------------------------------
+
+#: Bytes asked of the kernel per C{recv}: with C{MSG_TRUNC} it discards them and copies none.
+_DISCARD_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass
+class Transfer:
+    """One bulk transfer by a zero-copy client: bytes moved and seconds from PASV to the 226."""
+
+    size: int
+    seconds: float
+    reply: str
+
+
+def _discard(data: socket.socket) -> int:
+    """Read C{data} to its end, letting the kernel drop the bytes (Linux C{MSG_TRUNC} on TCP)."""
+    buffer = bytearray(_DISCARD_CHUNK)  # never written: the kernel copies nothing into it
+    total = 0
+    while received := data.recv_into(buffer, _DISCARD_CHUNK, socket.MSG_TRUNC):
+        total += received
+    return total
+
+
+def zero_copy_retr(ftp: ftplib.FTP, path: str) -> Transfer:
+    """
+    RETR C{path} on a logged-in session with a client that costs almost
+    nothing: the bytes are counted and discarded by the kernel, never copied
+    to user space. Timed from the PASV to the 226.
+    """
+    ftp.voidcmd("TYPE I")
+    started = time.monotonic()
+    with ftp.transfercmd(f"RETR {path}") as data:
+        size = _discard(data)
+    reply = ftp.voidresp()
+    return Transfer(size, time.monotonic() - started, reply)
+
+
+def zero_copy_stor(ftp: ftplib.FTP, source: str, name: str) -> Transfer:
+    """
+    STOR the file C{source} as C{name} with C{socket.sendfile} (the kernel
+    sends from the page cache). Timed from the PASV to the 226, which a
+    server that makes uploads durable sends only after its fsync.
+    """
+    ftp.voidcmd("TYPE I")
+    started = time.monotonic()
+    with open(source, "rb") as file, ftp.transfercmd(f"STOR {name}") as data:
+        size = data.sendfile(file)
+        data.shutdown(socket.SHUT_WR)
+    reply = ftp.voidresp()
+    return Transfer(size, time.monotonic() - started, reply)
+
+
+def session(host: str, port: int, user: str, password: str) -> ftplib.FTP:
+    """A logged-in ftplib session (bounded timeouts, greeting retried as for the other clients)."""
+    return _connect(host, port, user, password)
+
+
+def close_session(ftp: ftplib.FTP) -> None:
+    """QUIT politely, then close whatever is left."""
+    with contextlib.suppress(OSError, ftplib.Error, EOFError):
+        ftp.quit()
+    ftp.close()
+
+
+class NoopProbe:
+    """
+    Another session that sends NOOP every C{interval} seconds in a thread,
+    recording each reply's round trip: how long one busy transfer makes
+    other sessions wait (fairness).
+    """
+
+    def __init__(self, ftp: ftplib.FTP, interval: float = 0.01) -> None:
+        self._ftp = ftp
+        self._interval = interval
+        self._stop = threading.Event()
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._ftp.voidcmd("NOOP")
+            except (OSError, ftplib.Error, EOFError) as error:
+                self.errors.append(f"{type(error).__name__}: {error}")
+                return
+            self.latencies.append(time.monotonic() - started)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> NoopProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(SOCKET_TIMEOUT)
+
+
+def _small_transfers_client(host: str, port: int, user: str, password: str, path: str, count: int) -> dict[str, Any]:
+    """Login, LIST, C{count} RETRs of C{path} (each timed), QUIT (scenario 3 of issue 21)."""
+    started = time.monotonic()
+    retries = [0]
+    latencies: list[float] = []
+    received = 0
+    try:
+        ftp = _connect(host, port, user, password, retries)
+        try:
+            lines: list[str] = []
+            ftp.retrlines("LIST", lines.append)
+            ftp.voidcmd("TYPE I")
+            for _ in range(count):
+                retr_started = time.monotonic()
+                with ftp.transfercmd(f"RETR {path}") as data:
+                    received += _discard(data)
+                ftp.voidresp()
+                latencies.append(time.monotonic() - retr_started)
+            ftp.quit()
+        finally:
+            ftp.close()
+    except (OSError, ftplib.Error, EOFError) as error:
+        error_text = f"{type(error).__name__}: {error}"
+        return {
+            "ok": False, "error": error_text, "refused": refused(error), "end": time.monotonic(),
+            "start": started, "retries": retries[0],
+        }  # fmt: skip
+    return {
+        "ok": True, "bytes": received, "latencies": latencies, "listed": len(lines),
+        "start": started, "end": time.monotonic(), "retries": retries[0],
+    }  # fmt: skip
+
+
+def refused(error: BaseException) -> bool:
+    """
+    Whether a failed session was turned away by the server (a 421 or a
+    closed or reset connection) rather than timing out: a benchmark that
+    reports such sessions as speed measures a limit, not a server.
+    """
+    if isinstance(error, ftplib.error_temp | ftplib.error_perm):
+        return str(error)[:3] in ("421", "425", "530")
+    return isinstance(error, ConnectionError | EOFError)

@@ -28,6 +28,10 @@ STOP_TIMEOUT = 20.0
 #: The system user made for vsftpd, and the comment that marks it as ours.
 VSFTPD_USER = "exftpbench"
 _MARKER = "exftp benchmark (temporary)"
+#: The same limits for every server: high enough that none refuses a benchmark
+#: session (exftp's defaults are 50 sessions and 20 passive ports per address).
+#: A session that is refused anyway fails the run.
+LIMITS = {"sessions": 1000, "sessions per address": 1000, "passive ports": 1000, "passive ports per address": 1000}
 
 
 def _terminate(process: subprocess.Popen[bytes] | None) -> None:
@@ -170,10 +174,13 @@ class Exftp(Server):
         password: str,
         storage: str | None = None,
         extra_env: dict[str, str] | None = None,
+        defaults: bool = False,
     ) -> None:
         super().__init__(workdir, root, user, password)
         self.storage = storage
         self.extra_env = extra_env or {}
+        #: Start with exftp's default limits (to measure its memory at start as shipped).
+        self.defaults = defaults
 
     def start(self) -> Exftp:
         storage = ["--storage", self.storage] if self.storage else ["--root", str(self.root)]
@@ -182,9 +189,14 @@ class Exftp(Server):
             "--port", f"tcp:0:interface={HOST}" + (f":backlog={self.backlog}" if self.backlog else ""),
             *storage,
             "--auth", f"memory:{self.user}:{self.password}",
-            "--max-sessions", "5000",
-            "--max-sessions-per-ip", "5000",
         ]  # fmt: skip
+        if not self.defaults:
+            command += [
+                "--max-sessions", str(LIMITS["sessions"]),
+                "--max-sessions-per-ip", str(LIMITS["sessions per address"]),
+                "--max-passive-listeners", str(LIMITS["passive ports"]),
+                "--max-passive-listeners-per-ip", str(LIMITS["passive ports per address"]),
+            ]  # fmt: skip
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(self.tree), *filter(None, [env.get("PYTHONPATH")])])
         env["PYTHONUNBUFFERED"] = "1"
@@ -210,7 +222,8 @@ class Pyftpdlib(Server):
 
     def start(self) -> Pyftpdlib:
         script = Path(__file__).with_name("_pyftpd.py")
-        command = [sys.executable, str(script), str(self.root), self.user, self.password, str(self.log)]
+        limits = [str(LIMITS["sessions"]), str(LIMITS["sessions per address"])]
+        command = [sys.executable, str(script), str(self.root), self.user, self.password, str(self.log), *limits]
         self._spawn_until_ready(command)
         return self
 
@@ -234,8 +247,8 @@ tcp_wrappers=NO
 seccomp_sandbox=NO
 isolate=NO
 isolate_network=NO
-max_clients=0
-max_per_ip=0
+max_clients={sessions}
+max_per_ip={per_address}
 use_sendfile=YES
 xferlog_enable=NO
 syslog_enable=NO
@@ -311,7 +324,13 @@ class Vsftpd(Server):
             config = self.workdir / f"vsftpd-{self.port}.conf"
             config.write_text(
                 _VSFTPD_CONFIG.format(
-                    host=HOST, port=self.port, root=self.root, empty=empty, log=self.workdir / "vsftpd-xfer.log"
+                    host=HOST,
+                    port=self.port,
+                    root=self.root,
+                    empty=empty,
+                    log=self.workdir / "vsftpd-xfer.log",
+                    sessions=LIMITS["sessions"],
+                    per_address=LIMITS["sessions per address"],
                 )
             )
             config.chmod(0o600)

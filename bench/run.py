@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _profile, _scenarios
-from bench._servers import Exftp, Pyftpdlib, ServerError, Vsftpd
+from bench._servers import LIMITS, Exftp, Pyftpdlib, ServerError, Vsftpd
 
 ALL_SERVERS = ["exftp", "pyftpdlib", "vsftpd"]
 
@@ -49,6 +49,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(_scenarios.SCENARIOS),
         help="comma-separated subset of " + ",".join(_scenarios.SCENARIOS),
+    )
+    parser.add_argument(
+        "--s3-rounds", type=int, help="rounds of the S3 scenario (default: --rounds; moto makes each take minutes)"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"), help="results directory")
     parser.add_argument("--workdir", type=Path, help="where the served tree goes (default: a new temporary directory)")
@@ -128,15 +131,78 @@ def _ratio(metric: _scenarios.Metric, peer: str) -> str:
     return f"{_scenarios.summary(mine)[0] / denominator:.2f}x"
 
 
-def markdown(metrics: list[_scenarios.Metric], servers: list[str], info: dict[str, Any], notes: list[str]) -> str:
+#: Issue 21's targets: (metric key prefix, peer or reference, comparison, bound, what it says).
+#: A peer compares exftp's median to the peer's; C{None} bounds exftp's median itself.
+TARGETS: list[tuple[str, str | None, str, float, str]] = [
+    ("retr", "pyftpdlib", ">=", 1.2, "RETR 1 GiB, zero-copy client"),
+    ("retr", "vsftpd", ">=", 1.0, "RETR 1 GiB, zero-copy client"),
+    ("stor_durable", "pyftpdlib", ">=", 1.2, "STOR 1 GiB durable (226 + fsync)"),
+    ("stor_durable", "vsftpd", ">=", 1.1, "STOR 1 GiB durable (226 + fsync)"),
+    ("clients_wall", "pyftpdlib", "<=", 1.0, "100 clients: wall time"),
+    ("clients_failed", None, "<=", 0, "100 clients: sessions refused or failed"),
+    ("logins", "pyftpdlib", ">=", 1.1, "logins/s"),
+    ("list", "pyftpdlib", "<=", 0.9, "LIST of 10,000"),
+    ("idle_rss", "pyftpdlib", "<=", 1.0, "idle memory per session (RSS)"),
+    ("start_rss", None, "<=", 40, "RSS at start, default options (MiB)"),
+    ("s3_stor", "boto3", ">=", 1.0, "S3 (moto) 1 GiB STOR vs direct boto3 upload"),
+    ("s3_retr", "boto3", ">=", 2.0, "S3 (moto) 1 GiB RETR vs direct boto3 download"),
+    ("s3_stor_peak", None, "<=", 64, "S3 1 GiB STOR peak RSS above idle (MiB)"),
+    ("s3_retr_peak", None, "<=", 64, "S3 1 GiB RETR peak RSS above idle (MiB)"),
+]
+#: The reference that issue 21 compares each S3 metric with.
+_REFERENCE = {"s3_stor": "s3_boto3_up", "s3_retr": "s3_boto3_down"}
+
+
+def targets(metrics: list[_scenarios.Metric]) -> list[str]:
+    """Issue 21's targets as Markdown rows: what was measured and whether it was met."""
+    by_key = {m.key: m for m in metrics}
+    # S3 metrics carry their size (s3_stor_1024): the largest one stands for the target.
+    for m in metrics:
+        if m.key.startswith("s3_"):
+            by_key[m.key.rsplit("_", 1)[0]] = m
+    rows = ["| target | measured | met |", "|---|---|---|"]
+    for key, peer, comparison, bound, label in TARGETS:
+        metric = by_key.get(key)
+        mine = metric.samples.get("exftp") if metric else None
+        theirs: list[float] | None = None
+        if peer == "boto3":
+            reference = by_key.get(_REFERENCE[key])
+            theirs = reference.samples.get("boto3") if reference else None
+        elif peer is not None:
+            theirs = metric.samples.get(peer) if metric else None
+        if not mine or (peer is not None and not theirs):
+            rows.append(f"| {label} {comparison} {bound:g}{'x ' + peer if peer else ''} | not measured | - |")
+            continue
+        value = _scenarios.summary(mine)[0]
+        if peer is not None and theirs:
+            value /= _scenarios.summary(theirs)[0]
+        met = value >= bound if comparison == ">=" else value <= bound
+        unit = f"x {peer}" if peer else ""
+        shown = f"{value:.3f}" if peer else _number(value)
+        rows.append(f"| {label} {comparison} {bound:g}{unit} | {shown}{unit} | {'yes' if met else '**no**'} |")
+    return rows
+
+
+def markdown(
+    metrics: list[_scenarios.Metric],
+    servers: list[str],
+    info: dict[str, Any],
+    notes: list[str],
+    failures: list[str] | None = None,
+) -> str:
     peers = [s for s in servers if s != "exftp"]
-    head = ["scenario", "unit", "better", *servers, *(f"exftp/{p}" for p in peers)]
+    # References that are not servers (direct boto3 against moto) get a column of their own.
+    columns = servers + sorted({k for m in metrics for k in m.samples if k not in servers})
+    head = ["scenario", "unit", "better", *columns, *(f"exftp/{p}" for p in peers)]
     lines = [
-        f"exftp benchmark, {info['date']}: {info['cpus']} CPUs, load average before "
+        f"`{info['command']}`, {info['date']}: {info['cpus']} CPUs, load average before "
         f"{', '.join(f'{x:.2f}' for x in info['load_average_before'])}, after "
         f"{', '.join(f'{x:.2f}' for x in info['load_average_after'])}; exftp {info['exftp_commit']}, "
         f"pyftpdlib {info['pyftpdlib']}, vsftpd {info['vsftpd']}; {info['rounds']} rounds"
+        f" ({info['s3_rounds']} for S3)"
         f"{' (--quick sizes)' if info['quick'] else ''}. Cells: median (min-max).",
+        "",
+        "Limits set alike for every server: " + ", ".join(f"{k} {v}" for k, v in info["limits"].items()) + ".",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -145,9 +211,10 @@ def markdown(metrics: list[_scenarios.Metric], servers: list[str], info: dict[st
         if not any(metric.samples.values()):
             continue
         row = [metric.title, metric.unit, "↑" if metric.better == "higher" else "↓"]
-        row += [_cell(metric.samples.get(s)) for s in servers]
+        row += [_cell(metric.samples.get(s)) for s in columns]
         row += [_ratio(metric, p) for p in peers]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Issue 21's targets (medians of this run):", "", *targets(metrics)]
     cpu_rows = [m for m in metrics if any(m.cpu.values())]
     if cpu_rows:
         lines += ["", "Server CPU seconds per sample (median; vsftpd includes its session processes):", ""]
@@ -155,6 +222,9 @@ def markdown(metrics: list[_scenarios.Metric], servers: list[str], info: dict[st
         for metric in cpu_rows:
             cells = [_number(_scenarios.summary(metric.cpu[s])[0]) if metric.cpu.get(s) else "-" for s in servers]
             lines.append(f"| {metric.title} | " + " | ".join(cells) + " |")
+    if failures:
+        lines += ["", f"**RUN FAILED: {len(failures)} refused or failed sessions or transfers:**", ""]
+        lines += [f"- {f}" for f in failures[:20]]
     all_notes = notes + [f"{m.title}: {n}" for m in metrics for n in m.notes]
     if all_notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in all_notes]
@@ -203,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         password=secrets.token_hex(8),
         sizes=sizes,
         rounds=rounds,
+        s3_rounds=args.s3_rounds,
         servers=servers,
         deadline=time.monotonic() + args.time_limit,
         profile_dir=profile_dir,
@@ -228,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"vsftpd skipped: could not make its local user: {error}")
             servers.remove("vsftpd")
     info = _environment()
-    info.update(rounds=rounds, quick=args.quick, sizes=vars(sizes) | {"s3_sizes": list(sizes.s3_sizes)})
+    info.update(
+        rounds=rounds, s3_rounds=args.s3_rounds or rounds, quick=args.quick,
+        sizes=vars(sizes) | {"s3_sizes": list(sizes.s3_sizes)}, limits=LIMITS,
+        command=" ".join(["python3", "bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
+    )  # fmt: skip
     print(f"preparing {ctx.root} ...", flush=True)
     _scenarios.prepare(ctx, owner)
 
@@ -249,12 +324,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
-    table = markdown(metrics, servers, info, notes)
+    table = markdown(metrics, servers, info, notes, ctx.failures)
     (args.out / f"bench-{stamp}.md").write_text(table)
     document = {
         "environment": info,
         "servers": servers,
         "notes": notes,
+        "failures": ctx.failures,
         "metrics": [
             {
                 "key": m.key, "title": m.title, "unit": m.unit, "better": m.better,
@@ -272,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     print(f"written: {args.out / f'bench-{stamp}.md'} and .json ({info['seconds']}s)")
+    if ctx.failures:
+        print(f"FAILED: {len(ctx.failures)} refused or failed sessions or transfers (see above)", file=sys.stderr)
+        return 1
     return 0
 
 
