@@ -12,12 +12,12 @@ from typing import Any
 
 from botocore.credentials import Credentials
 from test_storage_contract import RecordingConsumer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseDone
+from twisted.web.client import ResponseDone, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -198,3 +198,47 @@ class DeadlineTests(SynchronousTestCase):
         assert journal.leftovers == 0
         assert any(not stalled for _, _, stalled in self.http.sent("DELETE", "uploadId=u-1"))
         assert any(not stalled for _, url, stalled in self.http.sent("DELETE", ".exftp-upload-journal/"))
+
+
+class _CancellableHTTP(StallingHTTP):
+    """A stalled endpoint whose requests fail as Twisted's HTTP client fails a cancelled one."""
+
+    def request(self, method: str, url: str, **_: Any) -> Deferred[FakeResponse]:
+        self.requests.append((method, url, True))
+
+        def cancel(waiting: Deferred[FakeResponse]) -> None:
+            waiting.errback(ResponseNeverReceived([Failure(CancelledError())]))
+
+        return Deferred(cancel)
+
+
+class CancelTests(SynchronousTestCase):
+    def test_a_cancelled_request_is_not_retried(self) -> None:
+        """
+        The caller gives up (e.g. a listing whose first page failed drops the
+        lookup it ran alongside): the request ends there. It was taken for a
+        transient failure and retried in the background until the deadline.
+        """
+        clock = FakeReactor()
+        http = _CancellableHTTP()
+        config = S3Config("bucket", region="us-east-1", endpoint_url="http://s3.test", node="n1")
+        client = S3Client(config, http, CredentialSource(clock, Credentials("AKID", "SECRET")), clock)
+        listing = Deferred.fromCoroutine(client.request("GET", None))
+        assert len(http.requests) == 1
+        listing.cancel()
+        self.failureResultOf(listing, CancelledError)
+        clock.advance(120)
+        assert len(http.requests) == 1, http.requests
+        assert clock.getDelayedCalls() == []
+
+    def test_a_try_that_times_out_is_still_retried(self) -> None:
+        clock = FakeReactor()
+        http = _CancellableHTTP()
+        config = S3Config("bucket", region="us-east-1", endpoint_url="http://s3.test", node="n1", request_timeout=5)
+        client = S3Client(config, http, CredentialSource(clock, Credentials("AKID", "SECRET")), clock)
+        listing = Deferred.fromCoroutine(client.request("GET", None))
+        clock.advance(6)
+        clock.advance(3)  # the backoff
+        assert len(http.requests) >= 2, http.requests
+        listing.cancel()
+        self.failureResultOf(listing, CancelledError)

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from twisted.internet import error as internet_error
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
@@ -67,6 +67,21 @@ _RETRYABLE_CODES = frozenset(
 )
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 #: Transport failures worth another try.
+def _timed_out(result: object, timeout: float) -> NoReturn:
+    """A try that took its whole time is a timeout, whatever the cancelled request failed with."""
+    raise TimeoutError(f"no answer within {timeout:g} s")
+
+
+def _cancelled(error: BaseException) -> bool:
+    """
+    Whether C{error} is a request its caller cancelled: Twisted's HTTP client
+    fails a cancelled request with a L{ResponseFailed} holding a
+    L{CancelledError}, which looks transient and must not be retried.
+    """
+    reasons = getattr(error, "reasons", None) if isinstance(error, ResponseFailed) else None
+    return any(reason.check(CancelledError) for reason in reasons or ())
+
+
 _TRANSIENT: tuple[type[BaseException], ...] = (
     internet_error.ConnectError,
     internet_error.ConnectionLost,
@@ -474,7 +489,9 @@ class S3Client:
                 one = Deferred.fromCoroutine(
                     self._attempt(method, url, dict(headers or {}), body, digest, limit, stream, error_in_body)
                 )
-                answer = await one.addTimeout(min(self.config.request_timeout, left), self._reactor)
+                answer = await one.addTimeout(
+                    min(self.config.request_timeout, left), self._reactor, onTimeoutCancel=_timed_out
+                )
                 if self.on_success is not None:
                     self.on_success()
                 return answer
@@ -485,6 +502,8 @@ class S3Client:
             except NoCredentials as error:
                 raise S3Unreachable(str(error)) from error
             except _TRANSIENT as error:
+                if _cancelled(error):  # the caller gave up: no retry, nothing left running
+                    raise CancelledError() from error
                 if attempt >= self.config.retries or self._past(deadline):
                     raise S3Unreachable(f"{method} {url}: {error}") from error
                 why = error
