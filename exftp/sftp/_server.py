@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._events import Action, FTPEvent
+from .._limits import SessionLimits
 from .._login import still_valid
 from .._replies import Reply
 from ._auth import Checker, LoggedIn, Realm, UserAuth
@@ -116,6 +117,16 @@ class SFTPUser(ConchUser):  # type: ignore[misc]
     def seconds(self) -> float:
         return float(self.ssh.core.reactor.seconds())
 
+    @property
+    def clock(self) -> Any:
+        """The server's reactor, to pace replies to the user's rates."""
+        return self.ssh.core.reactor
+
+    @property
+    def limits(self) -> SessionLimits | None:
+        """The user's limits, as admitted at login."""
+        return self.ssh.limits
+
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
         self.ssh.emit(action, ok, reply, username=self.session.username, **details)
 
@@ -151,6 +162,8 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         self.user: SFTPUser | None = None
         self.pending: list[Deferred[Any]] = []
         self.closed: Deferred[None] = Deferred()
+        #: The login's admission to the per-user limits, released when the connection ends.
+        self.limits: SessionLimits | None = None
         self._admitted = False
         self._connected_at = self._last_activity = 0.0
         self._closing = False
@@ -214,14 +227,14 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
             return
         self.disconnect(_BY_APPLICATION, "Server shutting down.")
 
-    def admitted_limits(self, limits: Any) -> None:
-        """Keep the login's admission to the per-user limits (sessions per user), released at the end."""
-        self._limits = limits
+    def admitted_limits(self, limits: SessionLimits) -> None:
+        """Keep the login's admission to the per-user limits, released at the end."""
+        self.limits = limits
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         user = self.user
         super().connectionLost(reason)
-        limits, self._limits = getattr(self, "_limits", None), None
+        limits, self.limits = self.limits, None
         if limits is not None:
             limits.release()
         if self._admitted:
