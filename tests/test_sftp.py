@@ -172,6 +172,7 @@ class _Context:
         self.clock = clock
         self.pending: list[Deferred[Any]] = []
         self.limits: SessionLimits | None = None
+        self.held: list[float] = []
 
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
         self.events.append((action, ok, details))
@@ -181,6 +182,9 @@ class _Context:
 
     def seconds(self) -> float:
         return self.clock.seconds()
+
+    def hold_reading(self, seconds: float) -> None:
+        self.held.append(seconds)
 
 
 class ServerTests(SynchronousTestCase):
@@ -296,6 +300,7 @@ class ServerTests(SynchronousTestCase):
         data = os.urandom(3000)  # 3 seconds' worth
         writing = handle.writeChunk(0, data)
         self.settle(writing)
+        self.assertEqual(self.context.held, [3.0])  # and the connection is not read meanwhile
         self.clock.advance(2.9)
         self.assertNoResult(writing)
         self.clock.advance(0.2)
@@ -330,6 +335,7 @@ class ServerTests(SynchronousTestCase):
         self.assertNoResult(reading)
         self.clock.advance(0.2)
         self.assertEqual(self.successResultOf(reading), data[3000:])
+        self.assertEqual(self.context.held, [])  # read requests are small: only the replies wait
         held = handle.readChunk(0, 1000)
         self.settle(held)
         self.assertNoResult(held)

@@ -104,6 +104,9 @@ class Context(Protocol):
     async def still_valid(self) -> bool:
         """Re-validate the session; C{False} once it has been ended."""
 
+    def hold_reading(self, seconds: float) -> None:
+        """Read nothing more from the client for C{seconds} (it sends faster than the user's upload rate)."""
+
     def seconds(self) -> float:
         """The reactor's time."""
 
@@ -424,13 +427,17 @@ class SFTPServer:
         """
         Count C{size} bytes moved against the user's rate for that direction
         (shared with the user's FTP sessions), and hold the reply back as
-        long as the rate asks: the client, which waits for replies, slows down.
+        long as the rate asks: the client, which waits for replies, slows
+        down. An upload also stops reading the connection meanwhile, so that
+        a client with more writes in flight than the rate needs cannot pass it.
         """
         limits = self.context.limits
         limiter = None if limits is None else limits.rate(upload)
         wait = 0.0 if limiter is None else limiter.take(size)
         if wait <= 0:
             return
+        if upload:
+            self.context.hold_reading(wait)
         delay: Deferred[None] = deferLater(self.context.clock, wait, lambda: None)
         self._pacing.add(delay)
         try:

@@ -19,6 +19,7 @@ from twisted.conch.ssh import connection, factory, session, transport
 from twisted.conch.ssh.keys import Key
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -127,6 +128,10 @@ class SFTPUser(ConchUser):  # type: ignore[misc]
         """The user's limits, as admitted at login."""
         return self.ssh.limits
 
+    def hold_reading(self, seconds: float) -> None:
+        """Read nothing more from the client for C{seconds}: see L{SSHTransport.hold_reading}."""
+        self.ssh.hold_reading(seconds)
+
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
         self.ssh.emit(action, ok, reply, username=self.session.username, **details)
 
@@ -164,6 +169,7 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         self.closed: Deferred[None] = Deferred()
         #: The login's admission to the per-user limits, released when the connection ends.
         self.limits: SessionLimits | None = None
+        self._held: IDelayedCall | None = None
         self._admitted = False
         self._connected_at = self._last_activity = 0.0
         self._closing = False
@@ -227,12 +233,38 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
             return
         self.disconnect(_BY_APPLICATION, "Server shutting down.")
 
+    def hold_reading(self, seconds: float) -> None:
+        """
+        Read nothing more from the client for C{seconds} (an upload ahead of
+        the user's rate), or until a hold already running ends if later: a
+        client that sends writes without waiting for their replies is then
+        slowed down by TCP, as an FTP upload is by its paced data connection.
+        """
+        held, transport = self._held, IPushProducer(self.transport, None)
+        if held is not None:
+            if held.getTime() < self.core.reactor.seconds() + seconds:
+                held.reset(seconds)
+            return
+        if transport is None or self._disconnecting:
+            return
+        transport.pauseProducing()
+        self._held = self.core.reactor.callLater(seconds, self._read_again)
+
+    def _read_again(self) -> None:
+        self._held = None
+        transport = IPushProducer(self.transport, None)
+        if transport is not None:
+            transport.resumeProducing()
+
     def admitted_limits(self, limits: SessionLimits) -> None:
         """Keep the login's admission to the per-user limits, released at the end."""
         self.limits = limits
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         user = self.user
+        held, self._held = self._held, None
+        if held is not None and held.active():
+            held.cancel()
         super().connectionLost(reason)
         limits, self.limits = self.limits, None
         if limits is not None:

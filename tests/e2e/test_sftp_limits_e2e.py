@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paramiko.sftp import CMD_WRITE, int64
 from test_sftp_e2e import FAST, SFTPServer, sftp_batch, users_file
+from test_sftp_interop import connect
 
 MiB = 1024 * 1024
 RATE = 4 * MiB
@@ -96,3 +98,29 @@ def test_put_and_get_are_paced_to_the_users_rates(server: SFTPServer, tmp_path: 
     assert 3.0 <= upload <= 6.0, (upload, download)
     assert 3.0 <= download <= 6.0, (upload, download)
     assert elapsed >= upload + download
+
+
+def test_a_client_that_does_not_wait_for_replies_is_paced_too(server: SFTPServer) -> None:
+    """
+    A client may send writes without waiting for their replies (here
+    paramiko's request layer, 16 MiB of writes sent at once): the server
+    stops reading the connection while the upload is ahead of the rate, so
+    that sending takes seconds, not the loopback's fraction of one (the
+    buffers in between take a few MiB at once).
+    """
+    piece = os.urandom(32 * 1024)
+    client = connect(server, user="pace")
+    try:
+        remote = client.open("pipelined.bin", "wb")
+        started = time.monotonic()
+        for offset in range(0, PACED, len(piece)):
+            client._async_request(type(None), CMD_WRITE, remote.handle, int64(offset), piece)
+        sent = time.monotonic() - started
+        remote.close()  # reads every reply, then the close's
+        stored = time.monotonic() - started
+    finally:
+        client.close()
+    print(f"\nunanswered writes, 16 MiB at {RATE // MiB} MiB/s: sent in {sent:.2f}s, stored in {stored:.2f}s")
+    assert sent >= 2.0, sent
+    assert 3.0 <= stored <= 6.0, stored
+    assert (server.server.root / "pace" / "pipelined.bin").read_bytes() == piece * (PACED // len(piece))
