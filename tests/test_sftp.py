@@ -14,6 +14,7 @@ import struct
 import tempfile
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -65,6 +66,7 @@ from exftp.auth._http import parse_webhook_settings
 from exftp.auth._users import parse_users
 from exftp.sftp._auth import Checker
 from exftp.sftp._filetransfer import MAX_HANDLES, FileTransfer, SFTPServer, long_name
+from exftp.sftp._server import SSHTransport
 from exftp.sftp._streams import OrderedWriter
 from exftp.storage._memory import MemoryStorage, MemoryStorageFactory
 from exftp.testing import MemoryAuthenticator
@@ -726,3 +728,39 @@ def _temporary(test: SynchronousTestCase) -> str:
     directory = tempfile.mkdtemp(prefix="exftp-sftp-")
     test.addCleanup(shutil.rmtree, directory, True)
     return directory
+
+
+class HoldReadingTests(SynchronousTestCase):
+    """The SSH connection left unread while an upload is ahead of the user's rate."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        core = SimpleNamespace(reactor=self.clock, idle_timeout=2, login_timeout=0)
+        self.ssh = SSHTransport()
+        self.ssh.factory = SimpleNamespace(core=core)
+        self.tcp = StringTransport()
+        self.ssh.transport = self.tcp
+        self.ssh.user = object()  # logged in
+        self.disconnected: list[str] = []
+        self.ssh.disconnect = lambda code, text: self.disconnected.append(text)  # type: ignore[method-assign]
+
+    def test_a_hold_pauses_reading_and_a_later_one_extends_it(self) -> None:
+        self.ssh.hold_reading(2.0)
+        self.assertEqual(self.tcp.producerState, "paused")
+        self.ssh.hold_reading(1.0)  # ends sooner: changes nothing
+        self.clock.advance(1.5)
+        self.ssh.hold_reading(3.0)  # ends later: read again at 4.5 s
+        self.clock.advance(2.9)
+        self.assertEqual(self.tcp.producerState, "paused")
+        self.clock.advance(0.2)
+        self.assertEqual(self.tcp.producerState, "producing")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_connection_left_unread_is_not_idle(self) -> None:
+        self.ssh.hold_reading(5.0)
+        self.clock.advance(3)
+        self.ssh.check_deadlines(self.clock.seconds())
+        self.assertEqual(self.disconnected, [])
+        self.clock.advance(2)
+        self.ssh.check_deadlines(self.clock.seconds())
+        self.assertEqual(self.disconnected, ["Idle timeout."])

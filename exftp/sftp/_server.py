@@ -213,13 +213,16 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         self.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN, username=username)
 
     def check_deadlines(self, now: float) -> None:
-        """Close the connection past the login timeout, or idle for the idle timeout."""
+        """
+        Close the connection past the login timeout, or idle for the idle
+        timeout (not while it is left unread for the user's upload rate).
+        """
         core = self.core
         if self.user is None and core.login_timeout and now - self._connected_at >= core.login_timeout:
             self.disconnect(_BY_APPLICATION, "Login timeout.")
         elif self._closing and not self._busy():
             self.disconnect(_BY_APPLICATION, "Server shutting down.")
-        elif core.idle_timeout and now - self._last_activity >= core.idle_timeout:
+        elif core.idle_timeout and self._held is None and now - self._last_activity >= core.idle_timeout:
             self.disconnect(_BY_APPLICATION, "Idle timeout.")
 
     def _busy(self) -> bool:
