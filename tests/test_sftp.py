@@ -177,7 +177,7 @@ class _Context:
         self.held: list[float] = []
 
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
-        self.events.append((action, ok, details))
+        self.events.append((action, ok, {**details, "reply": reply}))
 
     async def still_valid(self) -> bool:
         return self.valid
@@ -266,8 +266,8 @@ class ServerTests(SynchronousTestCase):
             self.refused(handle.writeChunk(12, b"c"), FX_FAILURE)
             message = self.refused(handle.close(), FX_FAILURE)
             self.assertIn("Upload not stored: File too large", message)
-        self.assertEqual([(action, ok) for action, ok, _ in self.context.events][-2:],
-                         [(Action.UPLOAD, False), (Action.UPLOAD, False)])
+        self.assertEqual([(action, ok, details["reply"]) for action, ok, details in self.context.events][-2:],
+                         [(Action.UPLOAD, False, 552), (Action.UPLOAD, False, 552)])
         self.refused(self.server.getAttrs(b"/new", True), FX_NO_SUCH_FILE)
         self.assertEqual(self.download(b"/kept"), b"old!")
         self.upload(b"/fits", b"0123456789")  # exactly the largest size

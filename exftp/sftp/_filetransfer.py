@@ -318,7 +318,8 @@ class _WriteFile:
         gap = writer.gap()
         if self.failed or gap is not None:
             await writer.target.abort()
-            self.server.transferred(Action.UPLOAD, self.path, writer.written, self.started, False)
+            refused = None if self.refusal is None else int(self.refusal.reply)
+            self.server.transferred(Action.UPLOAD, self.path, writer.written, self.started, False, refused)
             if self.refusal is not None:
                 raise SFTPError(FX_FAILURE, f"Upload not stored: {self.refusal.message}")
             why = f"bytes from offset {gap} never arrived" if gap is not None else "a write failed"
@@ -455,15 +456,16 @@ class SFTPServer:
         if self.context.limits is not None:
             self.context.limits.changed()
 
-    def transferred(self, action: Action, path: VirtualPath, size: int, started: float, ok: bool) -> None:
-        """Log and emit the end of an upload or download."""
+    def transferred(self, action: Action, path: VirtualPath, size: int, started: float, ok: bool,
+                    reply: int | None = None) -> None:
+        """Log and emit the end of an upload or download (C{reply}: FTP's code for a refusal, else 226 or 426)."""
         seconds = self.context.seconds() - started
         if ok:
             _log.info("{user} {verb} {path} over SFTP: {bytes} bytes in {seconds:.3f}s",
                       user=self.context.session.username,
                       verb="uploaded" if action is Action.UPLOAD else "downloaded",
                       path=str(path), bytes=size, seconds=seconds)
-        self.context.emit(action, ok, 226 if ok else 426, path=str(path), bytes=size, seconds=seconds)
+        self.context.emit(action, ok, reply or (226 if ok else 426), path=str(path), bytes=size, seconds=seconds)
 
     # ISFTPServer
 
