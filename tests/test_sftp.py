@@ -14,6 +14,7 @@ import struct
 import tempfile
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -26,6 +27,7 @@ from twisted.conch.ssh.filetransfer import (
     FX_NO_SUCH_FILE,
     FX_OP_UNSUPPORTED,
     FX_PERMISSION_DENIED,
+    FXF_APPEND,
     FXF_CREAT,
     FXF_EXCL,
     FXF_READ,
@@ -43,7 +45,7 @@ from twisted.conch.ssh.filetransfer import (
 from twisted.conch.ssh.keys import Key
 from twisted.cred.credentials import SSHPrivateKey, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -57,12 +59,14 @@ from exftp._defender import Defender
 from exftp._events import Action
 from exftp._factory import FTPFactory
 from exftp._interfaces import FileInfo, FileKind, IWriteFile
+from exftp._limits import Limits, SessionLimits
 from exftp._login import IPublicKeyAuthenticator
 from exftp._paths import VirtualPath
 from exftp.auth._http import parse_webhook_settings
 from exftp.auth._users import parse_users
 from exftp.sftp._auth import Checker
 from exftp.sftp._filetransfer import MAX_HANDLES, FileTransfer, SFTPServer, long_name
+from exftp.sftp._server import SSHTransport
 from exftp.sftp._streams import OrderedWriter
 from exftp.storage._memory import MemoryStorage, MemoryStorageFactory
 from exftp.testing import MemoryAuthenticator
@@ -169,15 +173,20 @@ class _Context:
         self.valid = True
         self.clock = clock
         self.pending: list[Deferred[Any]] = []
+        self.limits: SessionLimits | None = None
+        self.held: list[float] = []
 
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
-        self.events.append((action, ok, details))
+        self.events.append((action, ok, {**details, "reply": reply}))
 
     async def still_valid(self) -> bool:
         return self.valid
 
     def seconds(self) -> float:
         return self.clock.seconds()
+
+    def hold_reading(self, seconds: float) -> None:
+        self.held.append(seconds)
 
 
 class ServerTests(SynchronousTestCase):
@@ -234,6 +243,107 @@ class ServerTests(SynchronousTestCase):
 
     def test_interfaces(self) -> None:
         verifyObject(ISFTPServer, self.server)
+
+    def limit(self, **limits: int) -> None:
+        """Give the session the user's C{limits}, admitted by the core."""
+        session = Session("alice", limits=UserLimits(**limits))
+        self.context.limits = Limits(self.clock).admit(session, self.context.peer_host)
+
+    def settle(self, deferred: Deferred[Any]) -> None:
+        for _ in range(50):
+            if deferred.called:
+                break
+            self.clock.advance(0)
+
+    def test_a_write_past_the_largest_file_size_fails_and_keeps_nothing(self) -> None:
+        self.upload(b"/kept", b"old!")
+        self.limit(max_file_size=10)
+        for name in (b"/new", b"/kept"):
+            handle = self.pump(self.server.openFile(name, FXF_WRITE | FXF_CREAT | FXF_TRUNC, {}))
+            self.pump(handle.writeChunk(0, b"0123456"))
+            message = self.refused(handle.writeChunk(7, b"789ab"), FX_FAILURE)
+            self.assertEqual(message, "File too large: the largest file allowed is 10 bytes.")
+            self.refused(handle.writeChunk(12, b"c"), FX_FAILURE)
+            message = self.refused(handle.close(), FX_FAILURE)
+            self.assertIn("Upload not stored: File too large", message)
+        self.assertEqual([(action, ok, details["reply"]) for action, ok, details in self.context.events][-2:],
+                         [(Action.UPLOAD, False, 552), (Action.UPLOAD, False, 552)])
+        self.refused(self.server.getAttrs(b"/new", True), FX_NO_SUCH_FILE)
+        self.assertEqual(self.download(b"/kept"), b"old!")
+        self.upload(b"/fits", b"0123456789")  # exactly the largest size
+        self.assertEqual(self.download(b"/fits"), b"0123456789")
+
+    def test_the_quota_refuses_what_does_not_fit_and_a_removal_makes_room(self) -> None:
+        self.upload(b"/ten", b"0123456789")
+        self.limit(quota_bytes=15)
+        handle = self.pump(self.server.openFile(b"/more", FXF_WRITE | FXF_CREAT | FXF_TRUNC, {}))
+        message = self.refused(handle.writeChunk(0, b"abcdefgh"), FX_FAILURE)
+        self.assertIn("Quota exceeded", message)
+        self.refused(handle.close(), FX_FAILURE)
+        self.refused(self.server.getAttrs(b"/more", True), FX_NO_SUCH_FILE)
+        self.pump(self.server.removeFile(b"/ten"))  # the usage is computed again
+        self.upload(b"/more", b"abcdefgh")
+        self.assertEqual(self.download(b"/more"), b"abcdefgh")
+
+    def test_appends_count_against_the_quota_and_new_files_against_the_file_quota(self) -> None:
+        self.upload(b"/full", b"0123456789")
+        self.limit(quota_bytes=10)
+        handle = self.pump(self.server.openFile(b"/full", FXF_WRITE | FXF_APPEND | FXF_CREAT, {}))
+        self.assertIn("Quota exceeded", self.refused(handle.writeChunk(0, b"x"), FX_FAILURE))
+        self.refused(handle.close(), FX_FAILURE)
+        self.assertEqual(self.download(b"/full"), b"0123456789")
+        self.limit(quota_files=1)  # refused at OPEN: the file could not be created at all
+        message = self.refused(self.server.openFile(b"/two", FXF_WRITE | FXF_CREAT | FXF_TRUNC, {}), FX_FAILURE)
+        self.assertEqual(message, "Quota exceeded: at most 1 files.")
+
+    def test_write_replies_wait_for_the_upload_rate(self) -> None:
+        self.limit(upload_rate=1000)
+        handle = self.pump(self.server.openFile(b"/paced", FXF_WRITE | FXF_CREAT | FXF_TRUNC, {}))
+        data = os.urandom(3000)  # 3 seconds' worth
+        writing = handle.writeChunk(0, data)
+        self.settle(writing)
+        self.assertEqual(self.context.held, [3.0])  # and the connection is not read meanwhile
+        self.clock.advance(2.9)
+        self.assertNoResult(writing)
+        self.clock.advance(0.2)
+        self.successResultOf(writing)
+        self.pump(handle.close())
+        self.assertEqual(self.download(b"/paced", chunk=64 * 1024), data)
+
+    def test_the_upload_rate_is_shared_with_the_users_ftp_sessions(self) -> None:
+        registry = Limits(self.clock)
+        session = Session("alice", limits=UserLimits(upload_rate=1000))
+        ftp = registry.admit(session, None)
+        self.context.limits = registry.admit(session, None)
+        limiter = ftp.rate(upload=True)
+        assert limiter is not None
+        limiter.take(2000)  # an FTP upload of the user's moved 2 seconds' worth
+        handle = self.pump(self.server.openFile(b"/shared", FXF_WRITE | FXF_CREAT | FXF_TRUNC, {}))
+        writing = handle.writeChunk(0, b"x" * 1000)
+        self.settle(writing)
+        self.clock.advance(2.9)
+        self.assertNoResult(writing)
+        self.clock.advance(0.2)
+        self.successResultOf(writing)
+
+    def test_read_replies_wait_for_the_download_rate_until_the_subsystem_ends(self) -> None:
+        data = os.urandom(5000)
+        self.upload(b"/big", data, chunk=1000)
+        self.limit(download_rate=1000)
+        handle = self.pump(self.server.openFile(b"/big", FXF_READ, {}))
+        reading = handle.readChunk(3000, 2000)  # 2 seconds' worth
+        self.settle(reading)
+        self.clock.advance(1.9)
+        self.assertNoResult(reading)
+        self.clock.advance(0.2)
+        self.assertEqual(self.successResultOf(reading), data[3000:])
+        self.assertEqual(self.context.held, [])  # read requests are small: only the replies wait
+        held = handle.readChunk(0, 1000)
+        self.settle(held)
+        self.assertNoResult(held)
+        self.server.stop_pacing()
+        self.failureResultOf(held, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_upload_then_download_byte_exact(self) -> None:
         data = os.urandom(1000)
@@ -618,3 +728,39 @@ def _temporary(test: SynchronousTestCase) -> str:
     directory = tempfile.mkdtemp(prefix="exftp-sftp-")
     test.addCleanup(shutil.rmtree, directory, True)
     return directory
+
+
+class HoldReadingTests(SynchronousTestCase):
+    """The SSH connection left unread while an upload is ahead of the user's rate."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        core = SimpleNamespace(reactor=self.clock, idle_timeout=2, login_timeout=0)
+        self.ssh = SSHTransport()
+        self.ssh.factory = SimpleNamespace(core=core)
+        self.tcp = StringTransport()
+        self.ssh.transport = self.tcp
+        self.ssh.user = object()  # logged in
+        self.disconnected: list[str] = []
+        self.ssh.disconnect = lambda code, text: self.disconnected.append(text)  # type: ignore[method-assign]
+
+    def test_a_hold_pauses_reading_and_a_later_one_extends_it(self) -> None:
+        self.ssh.hold_reading(2.0)
+        self.assertEqual(self.tcp.producerState, "paused")
+        self.ssh.hold_reading(1.0)  # ends sooner: changes nothing
+        self.clock.advance(1.5)
+        self.ssh.hold_reading(3.0)  # ends later: read again at 4.5 s
+        self.clock.advance(2.9)
+        self.assertEqual(self.tcp.producerState, "paused")
+        self.clock.advance(0.2)
+        self.assertEqual(self.tcp.producerState, "producing")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_connection_left_unread_is_not_idle(self) -> None:
+        self.ssh.hold_reading(5.0)
+        self.clock.advance(3)
+        self.ssh.check_deadlines(self.clock.seconds())
+        self.assertEqual(self.disconnected, [])
+        self.clock.advance(2)
+        self.ssh.check_deadlines(self.clock.seconds())
+        self.assertEqual(self.disconnected, ["Idle timeout."])

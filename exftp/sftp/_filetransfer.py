@@ -3,7 +3,9 @@ The SFTP subsystem: Conch's L{ISFTPServer} over one user's L{IStorage}.
 
 Every request is checked against the user's permission letters (the same
 table FTP uses) and re-validates the session before the storage is called.
-Errors become SFTP status codes with the storage's message.
+Errors become SFTP status codes with the storage's message. The user's
+limits apply as for FTP (L{exftp._limits}): uploads within the largest file
+size and the quota, and replies paced to the user's rates.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from twisted.conch.ssh.filetransfer import (
 )
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, maybeDeferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -49,7 +52,8 @@ from .._errors import (
     PermissionDenied,
 )
 from .._events import Action
-from .._interfaces import FileInfo, FileKind, IReadFile, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
+from .._interfaces import FileInfo, FileKind, IStorage, IStorageMetadata, IWriteFile, Session, WriteMode
+from .._limits import SessionLimits, UploadGuard
 from .._paths import VirtualPath
 from ..storage._readonly import refusal
 from ._quiet import QUIET
@@ -85,6 +89,10 @@ class Context(Protocol):
     session: Session
     storage: IStorage
     peer_host: str | None
+    #: The user's admitted limits, or C{None} (nothing limited).
+    limits: SessionLimits | None
+    #: An L{IReactorTime}, to pace replies to the user's rates.
+    clock: Any
 
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
         """Tell the event observers what the session did."""
@@ -95,6 +103,9 @@ class Context(Protocol):
 
     async def still_valid(self) -> bool:
         """Re-validate the session; C{False} once it has been ended."""
+
+    def hold_reading(self, seconds: float) -> None:
+        """Read nothing more from the client for C{seconds} (it sends faster than the user's upload rate)."""
 
     def seconds(self) -> float:
         """The reactor's time."""
@@ -169,9 +180,7 @@ class _ReadFile:
         self.server = server
         self.path = path
         self.started = server.context.seconds()
-        self.reader = ReadAhead(
-            lambda offset: maybeDeferred(server.context.storage.open_read, path, offset).addCallback(
-                server.limited_download))
+        self.reader = ReadAhead(lambda offset: maybeDeferred(server.context.storage.open_read, path, offset))
         self.closed = False
 
     def readChunk(self, offset: int, length: int) -> Deferred[bytes]:
@@ -179,6 +188,7 @@ class _ReadFile:
             data = await self.reader.read(offset, min(length, MAX_READ))
             if not data:
                 raise EOFError()
+            await self.server.paced(False, len(data))
             return data
 
         return _deferred("read", read())
@@ -224,6 +234,8 @@ class _WriteFile:
         self.started = server.context.seconds()
         self.writer: OrderedWriter | None = None
         self.failed = False
+        #: Why the user's limits refused the upload (past the largest file size or the quota).
+        self.refusal: FTPError | None = None
         self.done = False
         #: Attributes set on the handle, applied once the upload is stored.
         self.attributes: dict[str, Any] = {}
@@ -233,8 +245,7 @@ class _WriteFile:
         mode = self.mode
         if mode is WriteMode.OFFSET and offset == 0:
             mode = WriteMode.TRUNCATE
-        target: IWriteFile = await maybeDeferred(self.server.context.storage.open_write, self.path, mode, offset)
-        target = self.server.limited_upload(target)
+        target = await self.server.limited_upload(self.path, mode, offset)
         self.writer = OrderedWriter(target, 0 if mode is WriteMode.APPEND else offset)
         return self.writer
 
@@ -250,8 +261,20 @@ class _WriteFile:
             except Exception:
                 self.failed = True
                 raise
+            self._check_limits(writer.target)
+            await self.server.paced(True, len(data))
 
         return _deferred("write", write())
+
+    def _check_limits(self, target: IWriteFile) -> None:
+        """Fail the upload once its guard refused bytes (the file would pass the user's limits)."""
+        if isinstance(target, UploadGuard) and target.error is not None:
+            self.failed = True
+            if self.refusal is None:
+                self.refusal = target.error
+                _log.info("Upload of {path} by {user} over SFTP refused: {why}", path=str(self.path),
+                          user=self.server.context.session.username, why=target.error.message)
+            raise _status(target.error)
 
     async def _first_write(self, offset: int) -> OrderedWriter:
         """Open the upload at the first write's offset (the writes behind it wait)."""
@@ -295,7 +318,10 @@ class _WriteFile:
         gap = writer.gap()
         if self.failed or gap is not None:
             await writer.target.abort()
-            self.server.transferred(Action.UPLOAD, self.path, writer.written, self.started, False)
+            refused = None if self.refusal is None else int(self.refusal.reply)
+            self.server.transferred(Action.UPLOAD, self.path, writer.written, self.started, False, refused)
+            if self.refusal is not None:
+                raise SFTPError(FX_FAILURE, f"Upload not stored: {self.refusal.message}")
             why = f"bytes from offset {gap} never arrived" if gap is not None else "a write failed"
             raise SFTPError(FX_FAILURE, f"Upload not stored: {why}.")
         try:
@@ -347,6 +373,8 @@ class SFTPServer:
     def __init__(self, context: Context) -> None:
         self.context = context
         self.avatar = context
+        #: Replies held back for the user's rates, cancelled when the subsystem ends.
+        self._pacing: set[Deferred[None]] = set()
 
     # Helpers
 
@@ -382,30 +410,62 @@ class SFTPServer:
             raise
         self.context.emit(action, True, 250, path=str(path), destination=target)
 
-    # Per-user limits: the hook for the core
+    # Per-user limits (the core's, as for FTP)
 
-    def limited_upload(self, target: IWriteFile) -> IWriteFile:
+    async def limited_upload(self, path: VirtualPath, mode: WriteMode, offset: int) -> IWriteFile:
         """
-        The upload as the user's limits allow it: the place where the core's
-        enforcement of C{Session.limits} (C{max_file_size}, quotas,
-        C{upload_rate}) will wrap it, for SFTP as for FTP. The core enforces
-        none of them yet, so C{target} is returned as it is.
+        Open C{path} for writing within the user's largest file size and
+        quota: refused at once (C{SSH_FX_FAILURE}, the core's 552 message)
+        when it cannot fit, else guarded so that the write that would pass
+        a limit fails and the upload is discarded.
         """
-        return target
+        limits, storage = self.context.limits, self.context.storage
+        plan = None if limits is None else await limits.guard(storage, path, mode, offset)
+        target: IWriteFile = await maybeDeferred(storage.open_write, path, mode, offset)
+        return target if plan is None else plan.wrap(target)
 
-    def limited_download(self, source: IReadFile) -> IReadFile:
-        """The download as the user's limits allow it (C{download_rate}): see L{limited_upload}."""
-        return source
+    async def paced(self, upload: bool, size: int) -> None:
+        """
+        Count C{size} bytes moved against the user's rate for that direction
+        (shared with the user's FTP sessions), and hold the reply back as
+        long as the rate asks: the client, which waits for replies, slows
+        down. An upload also stops reading the connection meanwhile, so that
+        a client with more writes in flight than the rate needs cannot pass it.
+        """
+        limits = self.context.limits
+        limiter = None if limits is None else limits.rate(upload)
+        wait = 0.0 if limiter is None else limiter.take(size)
+        if wait <= 0:
+            return
+        if upload:
+            self.context.hold_reading(wait)
+        delay: Deferred[None] = deferLater(self.context.clock, wait, lambda: None)
+        self._pacing.add(delay)
+        try:
+            await delay
+        finally:
+            self._pacing.discard(delay)
 
-    def transferred(self, action: Action, path: VirtualPath, size: int, started: float, ok: bool) -> None:
-        """Log and emit the end of an upload or download."""
+    def stop_pacing(self) -> None:
+        """The subsystem ended: drop the replies held back (their requests fail, unanswered)."""
+        for delay in list(self._pacing):
+            delay.cancel()
+
+    def _changed(self) -> None:
+        """Files were removed or replaced outside an upload: the quota's usage is computed again."""
+        if self.context.limits is not None:
+            self.context.limits.changed()
+
+    def transferred(self, action: Action, path: VirtualPath, size: int, started: float, ok: bool,
+                    reply: int | None = None) -> None:
+        """Log and emit the end of an upload or download (C{reply}: FTP's code for a refusal, else 226 or 426)."""
         seconds = self.context.seconds() - started
         if ok:
             _log.info("{user} {verb} {path} over SFTP: {bytes} bytes in {seconds:.3f}s",
                       user=self.context.session.username,
                       verb="uploaded" if action is Action.UPLOAD else "downloaded",
                       path=str(path), bytes=size, seconds=seconds)
-        self.context.emit(action, ok, 226 if ok else 426, path=str(path), bytes=size, seconds=seconds)
+        self.context.emit(action, ok, reply or (226 if ok else 426), path=str(path), bytes=size, seconds=seconds)
 
     # ISFTPServer
 
@@ -464,7 +524,12 @@ class SFTPServer:
     def removeFile(self, filename: bytes) -> Deferred[None]:
         path = self._path(filename)
         storage = self.context.storage
-        return self._call("remove", "d", lambda: self._acting(Action.DELETE, path, lambda: storage.remove_file(path)))
+
+        async def remove() -> None:
+            await self._acting(Action.DELETE, path, lambda: storage.remove_file(path))
+            self._changed()
+
+        return self._call("remove", "d", remove)
 
     def renameFile(self, oldpath: bytes, newpath: bytes) -> Deferred[None]:
         source, destination = self._path(oldpath), self._path(newpath)
@@ -477,6 +542,8 @@ class SFTPServer:
             raise SFTPError(FX_FAILURE, "Destination exists.")
         storage = self.context.storage
         await self._acting(Action.RENAME, source, lambda: storage.rename(source, destination), destination)
+        if replace:
+            self._changed()  # a replaced file's bytes are gone
 
     async def _present(self, path: VirtualPath) -> bool:
         try:
@@ -624,7 +691,7 @@ class FileTransfer(FileTransferServer):  # type: ignore[misc]
 
     def __init__(self, data: bytes | None = None, avatar: Any = None) -> None:
         FileTransferBase.__init__(self)
-        self.client = SFTPServer(avatar)
+        self.server = self.client = SFTPServer(avatar)
         self.avatar = avatar
         self.openFiles: dict[bytes, Any] = {}
         self.openDirs: dict[bytes, Any] = {}
@@ -704,5 +771,6 @@ class FileTransfer(FileTransferServer):  # type: ignore[misc]
             aborting.addErrback(lambda failure: _log.failure("Releasing a file failed", failure))
             self.avatar.pending.append(aborting)
         self.avatar.transfers.discard(self)
+        self.server.stop_pacing()
         FileTransferServer.connectionLost(self, reason)
 

@@ -19,10 +19,12 @@ from twisted.conch.ssh import connection, factory, session, transport
 from twisted.conch.ssh.keys import Key
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._events import Action, FTPEvent
+from .._limits import SessionLimits
 from .._login import still_valid
 from .._replies import Reply
 from ._auth import Checker, LoggedIn, Realm, UserAuth
@@ -116,6 +118,20 @@ class SFTPUser(ConchUser):  # type: ignore[misc]
     def seconds(self) -> float:
         return float(self.ssh.core.reactor.seconds())
 
+    @property
+    def clock(self) -> Any:
+        """The server's reactor, to pace replies to the user's rates."""
+        return self.ssh.core.reactor
+
+    @property
+    def limits(self) -> SessionLimits | None:
+        """The user's limits, as admitted at login."""
+        return self.ssh.limits
+
+    def hold_reading(self, seconds: float) -> None:
+        """Read nothing more from the client for C{seconds}: see L{SSHTransport.hold_reading}."""
+        self.ssh.hold_reading(seconds)
+
     def emit(self, action: Action, ok: bool, reply: int, **details: Any) -> None:
         self.ssh.emit(action, ok, reply, username=self.session.username, **details)
 
@@ -151,6 +167,9 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         self.user: SFTPUser | None = None
         self.pending: list[Deferred[Any]] = []
         self.closed: Deferred[None] = Deferred()
+        #: The login's admission to the per-user limits, released when the connection ends.
+        self.limits: SessionLimits | None = None
+        self._held: IDelayedCall | None = None
         self._admitted = False
         self._connected_at = self._last_activity = 0.0
         self._closing = False
@@ -194,13 +213,16 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         self.emit(Action.LOGIN_FAILED, False, Reply.NOT_LOGGED_IN, username=username)
 
     def check_deadlines(self, now: float) -> None:
-        """Close the connection past the login timeout, or idle for the idle timeout."""
+        """
+        Close the connection past the login timeout, or idle for the idle
+        timeout (not while it is left unread for the user's upload rate).
+        """
         core = self.core
         if self.user is None and core.login_timeout and now - self._connected_at >= core.login_timeout:
             self.disconnect(_BY_APPLICATION, "Login timeout.")
         elif self._closing and not self._busy():
             self.disconnect(_BY_APPLICATION, "Server shutting down.")
-        elif core.idle_timeout and now - self._last_activity >= core.idle_timeout:
+        elif core.idle_timeout and self._held is None and now - self._last_activity >= core.idle_timeout:
             self.disconnect(_BY_APPLICATION, "Idle timeout.")
 
     def _busy(self) -> bool:
@@ -214,14 +236,40 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
             return
         self.disconnect(_BY_APPLICATION, "Server shutting down.")
 
-    def admitted_limits(self, limits: Any) -> None:
-        """Keep the login's admission to the per-user limits (sessions per user), released at the end."""
-        self._limits = limits
+    def hold_reading(self, seconds: float) -> None:
+        """
+        Read nothing more from the client for C{seconds} (an upload ahead of
+        the user's rate), or until a hold already running ends if later: a
+        client that sends writes without waiting for their replies is then
+        slowed down by TCP, as an FTP upload is by its paced data connection.
+        """
+        held, transport = self._held, IPushProducer(self.transport, None)
+        if held is not None:
+            if held.getTime() < self.core.reactor.seconds() + seconds:
+                held.reset(seconds)
+            return
+        if transport is None or self._disconnecting:
+            return
+        transport.pauseProducing()
+        self._held = self.core.reactor.callLater(seconds, self._read_again)
+
+    def _read_again(self) -> None:
+        self._held = None
+        transport = IPushProducer(self.transport, None)
+        if transport is not None:
+            transport.resumeProducing()
+
+    def admitted_limits(self, limits: SessionLimits) -> None:
+        """Keep the login's admission to the per-user limits, released at the end."""
+        self.limits = limits
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         user = self.user
+        held, self._held = self._held, None
+        if held is not None and held.active():
+            held.cancel()
         super().connectionLost(reason)
-        limits, self._limits = getattr(self, "_limits", None), None
+        limits, self.limits = self.limits, None
         if limits is not None:
             limits.release()
         if self._admitted:

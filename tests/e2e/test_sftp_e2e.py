@@ -166,6 +166,8 @@ def users_file(path: Path, **entries: dict[str, object]) -> Path:
         for key, value in settings.items():
             if isinstance(value, bool):
                 lines.append(f"{key} = {str(value).lower()}")
+            elif isinstance(value, int):
+                lines.append(f"{key} = {value}")
             elif isinstance(value, list):
                 lines.append(f"{key} = [" + ", ".join(f'"{item}"' for item in value) + "]")
             else:
