@@ -6,7 +6,6 @@ that carries file bytes between them and the storage.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import random
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from ._ascii import AsciiDecoder, AsciiEncoder
 from ._errors import DataConnectionFailed, FTPError, TransferAborted
 from ._interfaces import IWriteFile
 from ._logging import quietly
-from ._proxy import IPNetwork, TrustedProxyFactory
+from ._proxy import IPNetwork, TrustedProxyFactory, unmapped
 from ._replies import Reply
 from ._tls import session_reused
 
@@ -311,20 +310,6 @@ class _SendfileWriter:
     def connectionLost(self, reason: Failure) -> None:
         # The reactor saw the socket hang up or fail: the client is gone.
         self.stop(TransferAborted())
-
-
-def unmapped(host: str | None) -> str | None:
-    """
-    The IPv4 address inside an IPv4-mapped IPv6 address (C{::ffff:1.2.3.4}),
-    as dual-stack listeners report IPv4 clients; other addresses unchanged.
-    """
-    if host is None or not host.startswith("::ffff:"):
-        return host
-    try:
-        mapped = ipaddress.IPv6Address(host).ipv4_mapped
-    except ValueError:
-        return host
-    return host if mapped is None else str(mapped)
 
 
 class _QuietPort(tcp.Port):

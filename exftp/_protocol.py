@@ -34,7 +34,6 @@ from ._datachannel import (
     DataChannel,
     DataConnection,
     PassiveChannel,
-    unmapped,
 )
 from ._errors import (
     BadSequence,
@@ -66,7 +65,7 @@ from ._interfaces import (
 from ._limits import Pacer, SessionLimits, UploadGuard
 from ._login import CLOSING, log_in, still_valid
 from ._paths import VirtualPath
-from ._proxy import CONNECTED, connected_address
+from ._proxy import CONNECTED, connected_address, unmapped
 from ._replies import Reply, format_reply, format_reply_lines, format_reply_opening, quote_path
 from ._session import (
     RULES,

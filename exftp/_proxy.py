@@ -521,3 +521,17 @@ def connected_address(transport: Any) -> str:
         return str(_plain(ipaddress.ip_address(host)))
     except ValueError:
         return host
+
+
+def unmapped(host: str | None) -> str | None:
+    """
+    The IPv4 address inside an IPv4-mapped IPv6 address (C{::ffff:1.2.3.4}),
+    as dual-stack listeners report IPv4 clients; other addresses unchanged.
+    """
+    if host is None or not host.startswith("::ffff:"):
+        return host
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return host
+    return host if mapped is None else str(mapped)

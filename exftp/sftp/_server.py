@@ -9,7 +9,6 @@ idle timeout and shutdown apply to both protocols alike.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from twisted.python.failure import Failure
 from .._events import Action, FTPEvent
 from .._limits import SessionLimits
 from .._login import still_valid
+from .._proxy import unmapped
 from .._replies import Reply
 from ._auth import Checker, LoggedIn, Realm, UserAuth
 from ._filetransfer import FileTransfer
@@ -38,15 +38,6 @@ _log = Logger(namespace="exftp")
 #: RFC 4253 11.1 disconnect reasons.
 _TOO_MANY_CONNECTIONS = 12
 _BY_APPLICATION = 11
-
-
-def _unmapped(host: str | None) -> str | None:
-    """The IPv4 address of an IPv4-mapped IPv6 address, as FTP reports it."""
-    try:
-        mapped = ipaddress.IPv6Address(host).ipv4_mapped if host and host.startswith("::ffff:") else None
-    except ValueError:
-        return host
-    return host if mapped is None else str(mapped)
 
 
 class _Session(session.SSHSession):  # type: ignore[misc]
@@ -181,7 +172,7 @@ class SSHTransport(transport.SSHServerTransport):  # type: ignore[misc]
         return self.factory.core
 
     def connectionMade(self) -> None:
-        self.peer_host = _unmapped(getattr(self.transport.getPeer(), "host", None))  # type: ignore[union-attr]
+        self.peer_host = unmapped(getattr(self.transport.getPeer(), "host", None))  # type: ignore[union-attr]
         self._connected_at = self._last_activity = self.core.reactor.seconds()
         super().connectionMade()
         refusal = self.core.admit(self)  # type: ignore[arg-type]
