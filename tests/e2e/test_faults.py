@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from conftest import (
     PASSWORD,
     USER,
     FTPServer,
+    HTTPService,
     code,
     install_plugin,
     list_lines,
@@ -753,7 +754,7 @@ def test_s3_fails_mid_download(
 # The auth service fails during re-validation
 
 
-class AuthService:
+class AuthService(HTTPService):
     """
     An ex_ftp-style webhook for every user whose password is C{USER-pw}:
     200, or 403 for another password. Users in C{stalled} get no answer
@@ -780,19 +781,12 @@ class AuthService:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
     def stop(self) -> None:
         self.released.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
+        super().stop()
 
 
 @pytest.fixture

@@ -13,15 +13,14 @@ import ftplib
 import hashlib
 import io
 import json
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FTPServer, code, list_lines, retr_bytes, run_twistd
+from conftest import FTPServer, HTTPService, code, list_lines, retr_bytes, run_twistd
 
 #: user name to (password, JSON settings or None)
 USERS: dict[str, tuple[str, dict[str, Any] | None]] = {
@@ -33,7 +32,7 @@ USERS: dict[str, tuple[str, dict[str, Any] | None]] = {
 }
 
 
-class AuthService:
+class AuthService(HTTPService):
     """
     An ex_ftp-style webhook: 200 (with JSON settings where a user has some)
     when C{password_hash} is the SHA-256 of the user's password, else 403.
@@ -74,17 +73,9 @@ class AuthService:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,16 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import _moto
 import paramiko
 import pytest
-from conftest import AUTH, DEADLINE, PASSWORD, USER, temporary_files, wait_until
+from conftest import AUTH, DEADLINE, PASSWORD, USER, HTTPService, temporary_files, wait_until
 from test_sftp_e2e import FAST, SFTPServer, keypair, sftp_batch, sftp_with_key, start
 
 MiB = 1024 * 1024
@@ -173,7 +172,7 @@ def test_lftp(file_server: SFTPServer, tmp_path: Path) -> None:
     assert "m.bin" in result.stdout
 
 
-class KeyWebhook:
+class KeyWebhook(HTTPService):
     """A webhook answering key lookups (no password_hash) with the user's keys, passwords by their hash."""
 
     def __init__(self, keys: dict[str, list[str]]) -> None:
@@ -205,21 +204,15 @@ class KeyWebhook:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/login"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
+        self.login_url = self.url("/login")
 
 
 def test_webhook_public_keys(tmp_path: Path) -> None:
     key, public = keypair(tmp_path)
     webhook = KeyWebhook({"alice": [public]})
     (tmp_path / "root" / "alice").mkdir(parents=True)
-    server = start(tmp_path, "--auth", f"webhook:{webhook.url}", *FAST)
+    server = start(tmp_path, "--auth", f"webhook:{webhook.login_url}", *FAST)
     try:
         (tmp_path / "w.txt").write_text("webhook")
         result = sftp_with_key(server.port, key, ["put w.txt"], tmp_path)
@@ -233,7 +226,7 @@ def test_webhook_public_keys(tmp_path: Path) -> None:
         assert sftp_batch(server.port, ["ls"], tmp_path).returncode == 0
     finally:
         server.stop()
-        webhook.close()
+        webhook.stop()
 
 
 def test_per_address_limit_and_login_deadline(tmp_path: Path) -> None:
